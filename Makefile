@@ -1,0 +1,55 @@
+# xvs — see README.md. Two commands on a fresh machine: `make demo`, `make test`.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+BIN := bin
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
+# Debian packages the tests, benchmarks and demo use.
+DEB_PKGS := clang llvm libbpf-dev bpftool iproute2 ethtool tcpdump nginx keepalived haproxy wrk curl iputils-ping
+CMDS := $(notdir $(wildcard cmd/*))
+
+.PHONY: all build generate generate-check test test-race bench lint deps demo clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build ./...
+	@for c in $(CMDS); do echo "go build -o $(BIN)/$$c ./cmd/$$c"; $(GO) build -o $(BIN)/$$c ./cmd/$$c || exit 1; done
+
+# Rebuild the committed BPF objects (needs clang, libbpf-dev).
+generate:
+	$(GO) generate ./bpf/...
+
+# CI: the committed objects must be what the sources compile to.
+generate-check: generate
+	@git diff --exit-code -- bpf/ || { echo "generated BPF objects are stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- bpf/)" || { git status --porcelain -- bpf/; echo "untracked generated files in bpf/"; exit 1; }
+
+# All unit and lab tests. Lab tests build namespaces and need root
+# (they skip with a reason otherwise).
+test:
+	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -race -timeout 10m ./scheduler/...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfe[lb].go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+# Installs the Debian packages above when any is missing.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "deps: all present"; fi
+
+demo: build
+	@echo "make demo: the director daemon (xvsd) is not wired yet; see README.md (Status)."
+
+clean:
+	rm -rf $(BIN)

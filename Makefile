@@ -19,12 +19,12 @@ build:
 
 # Rebuild the committed BPF objects (needs clang, libbpf-dev).
 generate:
-	$(GO) generate ./bpf/...
+	$(GO) generate ./...
 
 # CI: the committed objects must be what the sources compile to.
 generate-check: generate
-	@git diff --exit-code -- bpf/ || { echo "generated BPF objects are stale: run make generate and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- bpf/)" || { git status --porcelain -- bpf/; echo "untracked generated files in bpf/"; exit 1; }
+	@git diff --exit-code -- bpf/ bench/ || { echo "generated BPF objects are stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- bpf/ bench/)" || { git status --porcelain -- bpf/; echo "untracked generated files"; exit 1; }
 
 # All unit and lab tests. Lab tests build namespaces and need root
 # (they skip with a reason otherwise).

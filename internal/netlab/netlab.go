@@ -27,7 +27,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -43,7 +42,7 @@ var prefixRE = regexp.MustCompile(`^(xv[0-9a-f]{4}-)`)
 // Require skips the test unless the process may create namespaces, veths and
 // XDP programs. The lab needs root (or CAP_NET_ADMIN+CAP_BPF+CAP_SYS_ADMIN)
 // and the ip command.
-func Require(tb testing.TB) {
+func Require(tb TB) {
 	tb.Helper()
 	if reason := missing(); reason != "" {
 		tb.Skipf("netlab: %s; run the lab tests as root (make test does, CI runs as root)", reason)
@@ -79,7 +78,7 @@ func missing() string {
 
 // Lab is one test's set of namespaces. Create it with New.
 type Lab struct {
-	tb     testing.TB
+	tb     TB
 	Prefix string
 
 	mu       sync.Mutex // guards hosts, procs, cleaned
@@ -98,7 +97,7 @@ var (
 )
 
 // New creates an empty lab whose namespaces are removed when the test ends.
-func New(tb testing.TB) *Lab {
+func New(tb TB) *Lab {
 	tb.Helper()
 	Require(tb)
 	swept.Do(func() { sweepErr = Sweep() })
@@ -348,7 +347,7 @@ func (h *Host) Output(name string, args ...string) (string, error) {
 }
 
 // Run is Output that fails the test on error.
-func (h *Host) Run(tb testing.TB, name string, args ...string) string {
+func (h *Host) Run(tb TB, name string, args ...string) string {
 	tb.Helper()
 	out, err := h.Output(name, args...)
 	if err != nil {
@@ -406,7 +405,7 @@ type Proc struct {
 // Start runs a command in the background inside the namespace. Its output
 // goes to a log file in the test's temp dir; it is stopped (SIGTERM, then
 // SIGKILL after 5 s) when the lab closes, by PID.
-func (h *Host) Start(tb testing.TB, name string, args ...string) *Proc {
+func (h *Host) Start(tb TB, name string, args ...string) *Proc {
 	tb.Helper()
 	logf, err := os.CreateTemp(tb.TempDir(), h.Base+"-"+filepath.Base(name)+"-*.log")
 	if err != nil {

@@ -2,7 +2,6 @@ package netlab
 
 import (
 	"net/netip"
-	"testing"
 )
 
 // Addresses of the standard topology (LAB.md): the LVS tutorials' lab
@@ -29,7 +28,7 @@ type Topology struct {
 // Standard builds the standard topology. The client's eth0 has tx checksum
 // offload off, so that packets it sends carry full checksums as they would
 // from a real NIC (veth otherwise leaves them partial).
-func Standard(tb testing.TB) *Topology {
+func Standard(tb TB) *Topology {
 	tb.Helper()
 	l := New(tb)
 	t := &Topology{Lab: l, Bridge: l.Bridge("br0"), Links: map[string]*Link{}}
@@ -50,7 +49,7 @@ func Standard(tb testing.TB) *Topology {
 // RealServerDR configures h as a DR real server for vip: the VIP on lo/32
 // and arp_ignore=1, arp_announce=2, so that only the director answers ARP
 // for the VIP (what xvs-rs up does).
-func RealServerDR(tb testing.TB, h *Host, vip netip.Addr) {
+func RealServerDR(tb TB, h *Host, vip netip.Addr) {
 	tb.Helper()
 	bits := 32
 	if vip.Is6() {

@@ -48,8 +48,9 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "deps: all present"; fi
 
-demo: build
-	@echo "make demo: the director daemon (xvsd) is not wired yet; see README.md (Status)."
+# The LVS tutorial lab on this machine: balancing, xvsadm, VRRP failover.
+demo: deps build
+	$(BIN)/xvs-lab demo
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,5 @@
+package suite
+
+import "os/exec"
+
+var execCommand = exec.Command

@@ -1,0 +1,369 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"sync/atomic"
+
+	"github.com/xvs-lb/xvs/scheduler"
+)
+
+// portInfo is what the packet path knows about one interface the dataplane
+// serves (a "port"; workers and real servers name it by index).
+type portInfo struct {
+	mac  [6]byte
+	src4 [4]byte // the interface's primary IPv4 address (TUN outer source)
+	has4 bool
+	mtu  int
+}
+
+// txOut says where a processed frame goes: bytes [off, off+n) of the UMEM
+// frame buffer, out of port.
+type txOut struct {
+	off, n int
+	port   int
+}
+
+// forwarder is one worker's packet-path state. Owned by its worker
+// goroutine; the counters are atomics so the control plane can read them.
+type forwarder struct {
+	table *ConnTable
+	port  int        // the port this worker receives on
+	ports []portInfo // every port, by index; immutable
+	neigh *neighCache
+	ipID  uint16 // IPv4 ID of the outer headers this worker writes
+	flow  scheduler.Flow // scratch: Pick takes a pointer through an interface
+	q     *QueueStats
+	dst   []DestStats // indexed by dest ID
+	// Per-packet counts gather here, plain, and flush into dst once per
+	// batch: an atomic add per packet costs more than the rest of the
+	// established-flow path's arithmetic.
+	pend  []pendStat // indexed by dest ID
+	dirty []uint16   // IDs with pend != 0
+}
+
+// MaxBatch bounds Config.BatchSize.
+const MaxBatch = 256
+
+type pendStat struct{ conns, pkts, bytes uint64 }
+
+// DestStats are per-real-server traffic counters (one set per worker;
+// Dataplane.DestStats sums them).
+type DestStats struct {
+	Conns   atomic.Uint64
+	Packets atomic.Uint64
+	Bytes   atomic.Uint64
+}
+
+func newForwarder(t *ConnTable, ports []portInfo, port int, neigh *neighCache, q *QueueStats) *forwarder {
+	return &forwarder{table: t, ports: ports, port: port, neigh: neigh, q: q, dst: make([]DestStats, MaxDests),
+		pend: make([]pendStat, MaxDests), dirty: make([]uint16, 0, maxDirty), ipID: uint16(port) << 12}
+}
+
+const maxDirty = 256
+
+// pending returns dest id's pending counts, listing it for the next flush.
+func (f *forwarder) pending(id uint16) *pendStat {
+	ps := &f.pend[id]
+	if *ps == (pendStat{}) {
+		if len(f.dirty) == maxDirty {
+			f.flush()
+		}
+		f.dirty = append(f.dirty, id)
+	}
+	return ps
+}
+
+// flush publishes the pending per-real-server counts.
+func (f *forwarder) flush() {
+	for _, id := range f.dirty {
+		ps := &f.pend[id]
+		ds := &f.dst[id]
+		if ps.conns != 0 {
+			ds.Conns.Add(ps.conns)
+		}
+		ds.Packets.Add(ps.pkts)
+		ds.Bytes.Add(ps.bytes)
+		*ps = pendStat{}
+	}
+	f.dirty = f.dirty[:0]
+}
+
+// process is processAt for a frame without headroom (tests): DropNone
+// means "transmit".
+func (f *forwarder) process(frame []byte, snap *Snapshot, now uint32) DropReason {
+	_, r := f.processAt(frame, 0, len(frame), snap, now)
+	return r
+}
+
+// processAt decides the fate of the frame at buf[off:off+n] and rewrites it
+// in place for transmission; the bytes before off are headroom it may grow
+// the frame into (TUN's outer header, ICMP errors). DropNone means
+// "transmit out.n bytes at out.off on port out.port".
+func (f *forwarder) processAt(buf []byte, off, n int, snap *Snapshot, now uint32) (txOut, DropReason) {
+	frame := buf[off : off+n : off+n]
+	var p Packet
+	var k connKey
+	if r := f.parse(frame, &p, &k); r != DropNone {
+		return txOut{}, r
+	}
+	if p.Proto == ProtoICMP || p.Proto == ProtoICMPv6 {
+		return f.natICMP(frame, off, &p, snap, now)
+	}
+	if snap.natReals != nil && snap.natReals[[2]uint64{k.c0, k.c1}] {
+		if out, r, ok := f.natReply(frame, off, &p, &k, snap, now); ok {
+			return out, r
+		}
+	}
+	return f.forward(buf, off, n, &p, &k, f.table.hash(&k), snap, now)
+}
+
+// parse runs the validity gate and builds the conn key.
+func (f *forwarder) parse(frame []byte, p *Packet, k *connKey) DropReason {
+	if parseFastV4(frame, p, k) {
+		return DropNone
+	}
+	return parseKey(frame, p, k)
+}
+
+// parseFastV4 handles the common frame, untagged IPv4 without options
+// carrying a whole TCP or UDP segment, with one bounds check and no
+// re-slicing. It accepts only frames Parse accepts with the same result
+// (FuzzParse checks that); anything else returns false for the general path.
+func parseFastV4(frame []byte, p *Packet, k *connKey) bool {
+	const l4 = ethHeaderLen + ipv4MinHeader // 34
+	if len(frame) < l4+tcpMinHeader || len(frame) > 0xFFFF {
+		return false
+	}
+	b := frame[:l4+tcpMinHeader]
+	if b[12] != 0x08 || b[13] != 0x00 || b[14] != 0x45 ||
+		(b[20]&0x3F != 0 || b[21] != 0) { // MF or fragment offset
+		return false
+	}
+	total := int(b[16])<<8 | int(b[17])
+	end := ethHeaderLen + total
+	if total < ipv4MinHeader || end > len(frame) {
+		return false
+	}
+	proto := b[23]
+	switch proto {
+	case ProtoTCP:
+		doff := int(b[l4+12]>>4) * 4
+		if doff < tcpMinHeader || l4+doff > end {
+			return false
+		}
+		p.TCPFlags = b[l4+13]
+	case ProtoUDP:
+		ulen := int(b[l4+4])<<8 | int(b[l4+5])
+		if end-l4 < udpHeaderLen || ulen < udpHeaderLen || ulen > end-l4 {
+			return false
+		}
+		p.TCPFlags = 0
+	default:
+		return false
+	}
+	sport := uint16(b[l4])<<8 | uint16(b[l4+1])
+	dport := uint16(b[l4+2])<<8 | uint16(b[l4+3])
+	*p = Packet{L3: ethHeaderLen, L4: l4, End: uint16(end), EthType: etherTypeIPv4,
+		Proto: proto, TCPFlags: p.TCPFlags, SrcPort: sport, DstPort: dport}
+	*k = connKey{
+		w0: uint64(proto) | uint64(kindConn)<<8 | uint64(sport)<<16 | uint64(dport)<<32,
+		c1: v4Mapped | uint64(binary.LittleEndian.Uint32(b[26:]))<<32,
+		v1: v4Mapped | uint64(binary.LittleEndian.Uint32(b[30:]))<<32,
+	}
+	return true
+}
+
+// parseKey is the general path: the full validity gate, then the key.
+func parseKey(frame []byte, p *Packet, k *connKey) DropReason {
+	if r := Parse(frame, p); r != DropNone {
+		return r
+	}
+	if p.Proto == ProtoICMP || p.Proto == ProtoICMPv6 {
+		return DropNone // no key: only NAT ICMP errors are handled
+	}
+	if p.Proto != ProtoTCP && p.Proto != ProtoUDP {
+		return DropL4Proto
+	}
+	c0, c1, v0, v1 := p.addrWords(frame)
+	*k = connKey{
+		w0: uint64(p.Proto) | uint64(kindConn)<<8 | uint64(p.SrcPort)<<16 | uint64(p.DstPort)<<32,
+		c0: c0, c1: c1, v0: v0, v1: v1,
+	}
+	return DropNone
+}
+
+// forward handles one parsed TCP/UDP packet to a service, whose key hashes
+// to h; the frame is buf[off:off+n], the bytes before it headroom.
+func (f *forwarder) forward(buf []byte, off, n int, p *Packet, k *connKey, h uint64, snap *Snapshot, now uint32) (txOut, DropReason) {
+	frame := buf[off : off+n : off+n]
+	var d *Dest
+	i, c, id := f.table.lookupHashed(k, h, now)
+	if i >= 0 {
+		if int(id) < len(snap.byID) {
+			d = snap.byID[id]
+		}
+		if d == nil {
+			// expire_nodest_conn=1: the real server was removed.
+			f.table.reap(i, c)
+			return txOut{}, DropDestGone
+		}
+		st := ctlState(c)
+		changed := false
+		ns := StateUDP
+		if p.Proto == ProtoTCP {
+			// A new SYN on a closing entry starts a new connection
+			// (IPVS conn_reuse_mode): schedule it afresh.
+			if p.TCPFlags&(TCPSyn|TCPAck|TCPRst) == TCPSyn && (st == StateTimeWait || st == StateClose) {
+				f.table.reap(i, c)
+				d = nil
+			} else {
+				tb := tcpInputOnly
+				if d.svc.Method == NAT {
+					tb = tcpInput
+				}
+				ns = nextTCPStateIn(tb, st, p.TCPFlags)
+				changed = f.table.touch(i, c, id, ns, now)
+			}
+		} else {
+			changed = f.table.touch(i, c, id, StateUDP, now)
+		}
+		if changed && d != nil {
+			if d.svc.persist > 0 {
+				f.keepTemplate(d, k, now)
+			}
+			if d.svc.Method == NAT {
+				f.natIndex(k, d, now+f.table.timeout(ns), now, false)
+			}
+		}
+	}
+	if d == nil {
+		var r DropReason
+		if d, r = f.schedule(p, k, h, snap, now); r != DropNone {
+			return txOut{}, r
+		}
+	}
+	svc := d.svc
+	if !svc.Active {
+		return txOut{}, DropInactive
+	}
+	out := txOut{off: off, n: n, port: d.port}
+	switch svc.Method {
+	case DR:
+		// The real server's MAC, the egress interface's as source.
+		copy(frame[ethDst:ethDst+6], d.MAC[:])
+		copy(frame[ethSrc:ethSrc+6], f.ports[d.port].mac[:])
+	case NAT:
+		f.neigh.learn(k.c0, k.c1, frame[ethSrc:ethSrc+6], f.port)
+		natRewriteDst(frame, p, d)
+		copy(frame[ethDst:ethDst+6], d.MAC[:])
+		copy(frame[ethSrc:ethSrc+6], f.ports[d.port].mac[:])
+	case TUN:
+		var r DropReason
+		var icmp bool
+		if out, icmp, r = f.tunnel(buf, off, p, d); r != DropNone {
+			return txOut{}, r
+		}
+		if icmp {
+			return out, DropNone // an ICMP error to the client, not traffic
+		}
+	default:
+		return txOut{}, DropMethod
+	}
+	ps := f.pending(d.ID)
+	ps.pkts++
+	ps.bytes += uint64(n)
+	return out, DropNone
+}
+
+// keepTemplate keeps a persistence template alive while a connection it
+// placed carries traffic (LVS keeps it while it controls connections). It
+// runs when the connection's own expiry moved, about once a second per flow,
+// not per packet. A template that expired meanwhile is recreated.
+func (f *forwarder) keepTemplate(d *Dest, k *connKey, now uint32) {
+	svc := d.svc
+	tk := templateKey(svc, k)
+	if ti, tc, tid := f.table.lookup(&tk, now); ti >= 0 {
+		if tid == d.ID {
+			f.table.refresh(ti, tc, svc.persist, now)
+		}
+		return
+	}
+	f.table.insert(&tk, d.ID, StateTemplate, now+svc.persist, now)
+}
+
+// templateKey is the persistence template key of flow k in svc: the client
+// address masked by persistence_granularity, no client port, the service's
+// port (0 for a port-less service).
+func templateKey(svc *Service, k *connKey) connKey {
+	return connKey{
+		w0: k.w0&0xFF | uint64(kindTmpl)<<8 | uint64(svc.Key.Port)<<32,
+		c0: k.c0 & svc.maskHi, c1: k.c1 & svc.maskLo, v0: k.v0, v1: k.v1,
+	}
+}
+
+// schedule places a flow without a conn entry: service lookup, persistence
+// template, scheduler, insert.
+func (f *forwarder) schedule(p *Packet, k *connKey, h uint64, snap *Snapshot, now uint32) (*Dest, DropReason) {
+	if snap == nil {
+		return nil, DropNoService
+	}
+	svc := snap.services[svcKey{a0: k.v0, a1: k.v1, port: p.DstPort, proto: p.Proto}]
+	if svc == nil {
+		svc = snap.services[svcKey{a0: k.v0, a1: k.v1, port: 0, proto: p.Proto}]
+		if svc == nil {
+			return nil, DropNoService
+		}
+	}
+	if !svc.Active {
+		return nil, DropInactive
+	}
+	state := StateUDP
+	if p.Proto == ProtoTCP {
+		// Only a SYN opens a connection (IPVS without sloppy_tcp), unless
+		// the table overflowed lately and this flow may have found no room.
+		if p.TCPFlags&(TCPSyn|TCPRst) != TCPSyn && !f.table.recentlyFull(now) {
+			return nil, DropNoConn
+		}
+		state = nextTCPState(StateNone, p.TCPFlags)
+	}
+	var d *Dest
+	var tk connKey
+	if svc.persist > 0 {
+		tk = templateKey(svc, k)
+		if ti, tc, tid := f.table.lookup(&tk, now); ti >= 0 {
+			// A template outlives weight 0 (expire_quiescent_template=0)
+			// but not a real server that is down, unknown or removed.
+			if td := snap.DestByID(tid); td != nil && td.svc == svc && td.Up && td.HasMAC {
+				d = td
+				f.table.refresh(ti, tc, svc.persist, now)
+			} else {
+				f.table.reap(ti, tc)
+			}
+		}
+	}
+	if d == nil {
+		fl := &f.flow
+		binary.LittleEndian.PutUint64(fl.Src[:8], k.c0)
+		binary.LittleEndian.PutUint64(fl.Src[8:], k.c1)
+		binary.LittleEndian.PutUint64(fl.Dst[:8], k.v0)
+		binary.LittleEndian.PutUint64(fl.Dst[8:], k.v1)
+		fl.SrcPort, fl.DstPort, fl.Proto = p.SrcPort, p.DstPort, p.Proto
+		idx := svc.sched.Pick(fl)
+		if idx < 0 || idx >= len(svc.dests) {
+			return nil, DropNoDest
+		}
+		d = svc.dests[idx]
+		if svc.persist > 0 {
+			f.table.insert(&tk, d.ID, StateTemplate, now+svc.persist, now)
+		}
+	}
+	exp := now + f.table.timeout(state)
+	if !f.table.insertHashed(k, h, d.ID, state, exp, now) {
+		f.q.TableFull.Add(1)
+	}
+	if svc.Method == NAT {
+		f.natIndex(k, d, exp, now, true)
+	}
+	f.pending(d.ID).conns++
+	return d, DropNone
+}

@@ -1,0 +1,467 @@
+package dataplane
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xvs-lb/xvs/scheduler"
+)
+
+var (
+	rs1 = netip.MustParseAddr("198.18.0.11")
+	rs2 = netip.MustParseAddr("198.18.0.12")
+)
+
+// testPlane is a forwarder and snapshot without sockets: the packet path as
+// unit tests and benchmarks drive it.
+type testPlane struct {
+	tb    testing.TB
+	table *ConnTable
+	ids   idAllocator
+	snap  *Snapshot
+	f     *forwarder
+}
+
+func newTestPlane(tb testing.TB, size int, cfgs ...ServiceConfig) *testPlane {
+	tb.Helper()
+	p := &testPlane{tb: tb, table: NewConnTable(size), ids: idAllocator{ids: map[destIdentity]uint16{}}}
+	var mac [6]byte
+	copy(mac[:], macDir)
+	ports := []portInfo{{mac: mac, src4: dir4.As4(), has4: true, mtu: 1500}, {mac: [6]byte(macDirRS), src4: dirRS4.As4(), has4: true, mtu: 1500}}
+	p.f = newForwarder(p.table, ports, 0, newNeighCache(), &QueueStats{})
+	p.publish(cfgs...)
+	return p
+}
+
+func (p *testPlane) publish(cfgs ...ServiceConfig) {
+	p.tb.Helper()
+	s, err := buildSnapshot(cfgs, p.snap, &p.ids, p.table, nil)
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	p.snap = s
+}
+
+func drService(sched string, w1, w2 int32) ServiceConfig {
+	return ServiceConfig{
+		Key: ServiceKey{Addr: vip4, Proto: ProtoTCP, Port: 80}, Method: DR, Scheduler: sched, Active: true,
+		Dests: []DestConfig{
+			{Addr: rs1, Weight: w1, Up: true, MAC: macRS1},
+			{Addr: rs2, Weight: w2, Up: true, MAC: macRS2},
+		},
+	}
+}
+
+func TestForwardDR(t *testing.T) {
+	p := newTestPlane(t, 1024, drService("rr", 1, 1))
+	now := p.table.Now()
+	syn := buildFrame(t, tcp4(40000, TCPSyn))
+	orig := append([]byte(nil), syn...)
+	if r := p.f.process(syn, p.snap, now); r != DropNone {
+		t.Fatalf("SYN: %v", r)
+	}
+	dst := syn[0:6]
+	if !bytes.Equal(syn[6:12], macDir) || !(bytes.Equal(dst, macRS1) || bytes.Equal(dst, macRS2)) {
+		t.Fatalf("MACs after DR: dst %x src %x", dst, syn[6:12])
+	}
+	if !bytes.Equal(syn[12:], orig[12:]) {
+		t.Fatal("DR changed bytes past the Ethernet addresses")
+	}
+	first := append([]byte(nil), dst...)
+	// The rest of the flow follows the entry, whatever rr would pick next.
+	for _, fl := range []uint8{TCPAck, TCPAck, TCPAck | TCPFin} {
+		fr := buildFrame(t, tcp4(40000, fl))
+		if r := p.f.process(fr, p.snap, now); r != DropNone || !bytes.Equal(fr[0:6], first) {
+			t.Fatalf("flags %#x: %v to %x, want %x", fl, r, fr[0:6], first)
+		}
+	}
+	// A second connection goes to the other real server (rr).
+	fr := buildFrame(t, tcp4(40001, TCPSyn))
+	if r := p.f.process(fr, p.snap, now); r != DropNone || bytes.Equal(fr[0:6], first) {
+		t.Fatalf("second flow: %v to %x, first went to %x", r, fr[0:6], first)
+	}
+}
+
+func TestForwardDrops(t *testing.T) {
+	svc := drService("rr", 1, 1)
+	inactive := svc
+	inactive.Active = false
+	nomac := svc
+	nomac.Dests = []DestConfig{{Addr: rs1, Weight: 1, Up: true}}
+	down := svc
+	down.Dests = []DestConfig{{Addr: rs1, Weight: 1, Up: false, MAC: macRS1}}
+	tests := []struct {
+		name string
+		svc  ServiceConfig
+		spec frameSpec
+		want DropReason
+	}{
+		{"no service port", svc, frameSpec{src: client4, dst: vip4, proto: ProtoTCP, sport: 1, dport: 81, flags: TCPSyn}, DropNoService},
+		{"no service proto", svc, frameSpec{src: client4, dst: vip4, proto: ProtoUDP, sport: 1, dport: 80}, DropNoService},
+		{"ack without conn", svc, tcp4(1, TCPAck), DropNoConn},
+		{"syn rst", svc, tcp4(1, TCPSyn|TCPRst), DropNoConn},
+		{"inactive", inactive, tcp4(1, TCPSyn), DropInactive},
+		{"no mac", nomac, tcp4(1, TCPSyn), DropNoDest},
+		{"down", down, tcp4(1, TCPSyn), DropNoDest},
+		{"icmp", svc, frameSpec{src: client4, dst: vip4, proto: ProtoICMP}, DropL4Proto},
+		{"ok", svc, tcp4(1, TCPSyn), DropNone},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newTestPlane(t, 64, tc.svc)
+			if got := p.f.process(buildFrame(t, tc.spec), p.snap, p.table.Now()); got != tc.want {
+				t.Fatalf("process = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestForwardWeightZeroAndRemoval(t *testing.T) {
+	p := newTestPlane(t, 1024, drService("rr", 1, 1))
+	now := p.table.Now()
+	// Establish one flow on each real server.
+	to := map[string]uint16{}
+	for port := uint16(100); port < 102; port++ {
+		fr := buildFrame(t, tcp4(port, TCPSyn))
+		if r := p.f.process(fr, p.snap, now); r != DropNone {
+			t.Fatal(r)
+		}
+		to[string(fr[0:6])] = port
+		p.f.process(buildFrame(t, tcp4(port, TCPAck)), p.snap, now)
+	}
+	rs2Port := to[string(macRS2)]
+	// Weight 0 on rs2: new flows all go to rs1, rs2's flow keeps working.
+	p.publish(drService("rr", 1, 0))
+	for port := uint16(200); port < 220; port++ {
+		fr := buildFrame(t, tcp4(port, TCPSyn))
+		if r := p.f.process(fr, p.snap, now); r != DropNone || !bytes.Equal(fr[0:6], macRS1) {
+			t.Fatalf("new flow with rs2 at weight 0: %v to %x", r, fr[0:6])
+		}
+	}
+	fr := buildFrame(t, tcp4(rs2Port, TCPAck))
+	if r := p.f.process(fr, p.snap, now); r != DropNone || !bytes.Equal(fr[0:6], macRS2) {
+		t.Fatalf("established flow on quiesced rs2: %v to %x", r, fr[0:6])
+	}
+	id2 := p.snap.services[makeSvcKey(ServiceKey{vip4, ProtoTCP, 80})].dests[1].ID
+	if a := p.table.Counts(id2).Active.Load(); a != 1 {
+		t.Fatalf("rs2 active = %d, want 1", a)
+	}
+	// Removing rs2 drops its flow and frees the entry (expire_nodest_conn).
+	svc := drService("rr", 1, 1)
+	svc.Dests = svc.Dests[:1]
+	p.publish(svc)
+	if r := p.f.process(buildFrame(t, tcp4(rs2Port, TCPAck)), p.snap, now); r != DropDestGone {
+		t.Fatalf("flow of removed rs2: %v, want %v", r, DropDestGone)
+	}
+	if a := p.table.Counts(id2).Active.Load(); a != 0 {
+		t.Fatalf("removed rs2 still counts %d active", a)
+	}
+	if r := p.f.process(buildFrame(t, tcp4(rs2Port, TCPAck)), p.snap, now); r != DropNoConn {
+		t.Fatalf("after removal: %v, want %v", r, DropNoConn)
+	}
+}
+
+func TestForwardPersistence(t *testing.T) {
+	svc := drService("rr", 1, 1)
+	svc.Persistence = 50 * time.Second
+	svc.PersistenceMask = 24
+	p := newTestPlane(t, 1024, svc)
+	now := p.table.Now()
+	var first []byte
+	for port := uint16(1000); port < 1020; port++ {
+		fr := buildFrame(t, tcp4(port, TCPSyn))
+		if r := p.f.process(fr, p.snap, now); r != DropNone {
+			t.Fatal(r)
+		}
+		if first == nil {
+			first = append([]byte(nil), fr[0:6]...)
+		} else if !bytes.Equal(fr[0:6], first) {
+			t.Fatalf("port %d went to %x, template says %x", port, fr[0:6], first)
+		}
+	}
+	// Same /24: same real server. Another /24: the scheduler decides, and
+	// rr's next pick is the other server.
+	spec := tcp4(5, TCPSyn)
+	spec.src = netip.MustParseAddr("198.18.0.77")
+	fr := buildFrame(t, spec)
+	p.f.process(fr, p.snap, now)
+	if !bytes.Equal(fr[0:6], first) {
+		t.Fatalf("same /24 went to %x, want %x", fr[0:6], first)
+	}
+	spec.src = netip.MustParseAddr("198.18.1.77")
+	fr = buildFrame(t, spec)
+	p.f.process(fr, p.snap, now)
+	if bytes.Equal(fr[0:6], first) {
+		t.Fatalf("other /24 stuck to %x too", first)
+	}
+	tmpl := map[netip.AddrPort]bool{}
+	p.table.Conns(func(ci ConnInfo) bool {
+		if ci.Template {
+			tmpl[ci.Client] = true
+		}
+		return true
+	})
+	want := map[netip.AddrPort]bool{netip.MustParseAddrPort("198.18.0.0:0"): true, netip.MustParseAddrPort("198.18.1.0:0"): true}
+	if len(tmpl) != len(want) || !tmpl[netip.MustParseAddrPort("198.18.0.0:0")] || !tmpl[netip.MustParseAddrPort("198.18.1.0:0")] {
+		t.Fatalf("templates %v, want %v", tmpl, want)
+	}
+}
+
+func TestForwardUDPAndConnReuse(t *testing.T) {
+	udp := ServiceConfig{Key: ServiceKey{Addr: vip4, Proto: ProtoUDP, Port: 53}, Method: DR, Scheduler: "rr", Active: true,
+		Dests: []DestConfig{{Addr: rs1, Weight: 1, Up: true, MAC: macRS1}, {Addr: rs2, Weight: 1, Up: true, MAC: macRS2}}}
+	p := newTestPlane(t, 1024, udp, drService("rr", 1, 1))
+	now := p.table.Now()
+	spec := frameSpec{src: client4, dst: vip4, proto: ProtoUDP, sport: 5000, dport: 53}
+	a := buildFrame(t, spec)
+	p.f.process(a, p.snap, now)
+	for range 5 {
+		b := buildFrame(t, spec)
+		if r := p.f.process(b, p.snap, now); r != DropNone || !bytes.Equal(a[0:6], b[0:6]) {
+			t.Fatalf("udp flow moved: %v %x vs %x", r, b[0:6], a[0:6])
+		}
+	}
+	// A TCP flow that closed (RST → CLOSE) and sees a new SYN is rescheduled.
+	s1 := buildFrame(t, tcp4(7000, TCPSyn))
+	p.f.process(s1, p.snap, now)
+	p.f.process(buildFrame(t, tcp4(7000, TCPAck)), p.snap, now)
+	p.f.process(buildFrame(t, tcp4(7000, TCPRst)), p.snap, now)
+	var st uint8
+	p.table.Conns(func(ci ConnInfo) bool {
+		if ci.Client.Port() == 7000 {
+			st = ci.State
+		}
+		return true
+	})
+	if st != StateClose {
+		t.Fatalf("after RST state %s, want CLOSE", StateName(st))
+	}
+	s2 := buildFrame(t, tcp4(7000, TCPSyn))
+	if r := p.f.process(s2, p.snap, now); r != DropNone || bytes.Equal(s1[0:6], s2[0:6]) {
+		t.Fatalf("reused port: %v to %x, old %x (rr should move it)", r, s2[0:6], s1[0:6])
+	}
+}
+
+func TestForwardAllocs(t *testing.T) {
+	p := newTestPlane(t, 1<<16, drService("rr", 1, 1))
+	now := p.table.Now()
+	fr := buildFrame(t, tcp4(40000, TCPSyn))
+	p.f.process(fr, p.snap, now)
+	ack := buildFrame(t, tcp4(40000, TCPAck))
+	if n := testing.AllocsPerRun(1000, func() { p.f.process(ack, p.snap, now) }); n != 0 {
+		t.Errorf("established path allocates %v", n)
+	}
+	port := uint16(1)
+	syn := buildFrame(t, tcp4(1, TCPSyn))
+	if n := testing.AllocsPerRun(1000, func() {
+		port++
+		syn[34], syn[35] = byte(port>>8), byte(port)
+		p.f.process(syn, p.snap, now)
+	}); n != 0 {
+		t.Errorf("new-flow path allocates %v", n)
+	}
+}
+
+func TestForwardIPv6AndVLAN(t *testing.T) {
+	rs6a, rs6b := netip.MustParseAddr("2001:db8::11"), netip.MustParseAddr("2001:db8::12")
+	svc6 := ServiceConfig{Key: ServiceKey{Addr: vip6, Proto: ProtoTCP, Port: 443}, Method: DR, Scheduler: "rr", Active: true,
+		Dests: []DestConfig{{Addr: rs6a, Weight: 1, Up: true, MAC: macRS1}, {Addr: rs6b, Weight: 1, Up: true, MAC: macRS2}}}
+	p := newTestPlane(t, 1024, svc6, drService("rr", 1, 1))
+	now := p.table.Now()
+	spec := frameSpec{src: client6, dst: vip6, proto: ProtoTCP, sport: 3333, dport: 443, flags: TCPSyn}
+	syn := buildFrame(t, spec)
+	if r := p.f.process(syn, p.snap, now); r != DropNone || !bytes.Equal(syn[0:6], macRS1) {
+		t.Fatalf("IPv6 SYN: %v to %x", r, syn[0:6])
+	}
+	spec.flags = TCPAck
+	ack := buildFrame(t, spec)
+	if r := p.f.process(ack, p.snap, now); r != DropNone || !bytes.Equal(ack[0:6], macRS1) {
+		t.Fatalf("IPv6 ACK: %v to %x", r, ack[0:6])
+	}
+	var found bool
+	p.table.Conns(func(ci ConnInfo) bool {
+		found = found || (ci.Client == netip.AddrPortFrom(client6, 3333) && ci.Virtual == netip.AddrPortFrom(vip6, 443) && ci.State == StateEstablished)
+		return true
+	})
+	if !found {
+		t.Fatal("IPv6 conn entry not listed as ESTABLISHED")
+	}
+	// A VLAN-tagged frame keeps its tag; only the MACs change.
+	v := tcp4(4444, TCPSyn)
+	v.vlan = 12
+	fr := buildFrame(t, v)
+	orig := append([]byte(nil), fr...)
+	if r := p.f.process(fr, p.snap, now); r != DropNone {
+		t.Fatalf("VLAN SYN: %v", r)
+	}
+	if !bytes.Equal(fr[12:], orig[12:]) || !bytes.Equal(fr[6:12], macDir) {
+		t.Fatal("VLAN frame changed beyond its MACs")
+	}
+}
+
+func TestForwardTableFull(t *testing.T) {
+	p := newTestPlane(t, 8, drService("rr", 1, 1)) // 16 slots
+	now := p.table.Now()
+	fwd := 0
+	for port := uint16(1); port <= 64; port++ {
+		if p.f.process(buildFrame(t, tcp4(port, TCPSyn)), p.snap, now) == DropNone {
+			fwd++
+		}
+	}
+	if fwd != 64 {
+		t.Fatalf("%d of 64 new flows forwarded with a full table, want all", fwd)
+	}
+	full := p.f.q.TableFull.Load()
+	if full == 0 || full != p.table.FullDrops() {
+		t.Fatalf("TableFull %d, table FullDrops %d: want equal and > 0", full, p.table.FullDrops())
+	}
+	// A flow that found no room is still forwarded on its later packets
+	// (scheduled per packet while the table is under pressure).
+	if r := p.f.process(buildFrame(t, tcp4(64, TCPAck)), p.snap, now); r != DropNone {
+		t.Fatalf("ACK of an unrecorded flow with a full table: %v", r)
+	}
+	// Entries already in the table are unaffected.
+	var listed int
+	p.table.Conns(func(ConnInfo) bool { listed++; return true })
+	if uint64(listed)+full != 64 {
+		t.Fatalf("%d entries + %d overflowed != 64 flows", listed, full)
+	}
+}
+
+// FuzzProcess runs whole frames through the packet path (parse, conn table,
+// scheduler, rewrite): no panic, and a transmitted frame differs from its
+// input only in the Ethernet addresses.
+func FuzzProcess(f *testing.F) {
+	for _, s := range []frameSpec{
+		tcp4(40000, TCPSyn), tcp4(40000, TCPAck), tcp4(40000, TCPRst),
+		{vlan: 5, src: client4, dst: vip4, proto: ProtoTCP, sport: 1, dport: 80, flags: TCPSyn, payload: 100},
+		{src: client4, dst: vip4, proto: ProtoUDP, sport: 1, dport: 53, payload: 30},
+		{src: client6, dst: vip6, proto: ProtoTCP, sport: 1, dport: 80, flags: TCPSyn},
+	} {
+		f.Add(buildFrame(f, s))
+	}
+	udp := ServiceConfig{Key: ServiceKey{Addr: vip4, Proto: ProtoUDP, Port: 53}, Method: DR, Scheduler: "rr", Active: true,
+		Dests: []DestConfig{{Addr: rs1, Weight: 1, Up: true, MAC: macRS1}}}
+	p := newTestPlane(f, 1024, drService("rr", 1, 1), udp)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		orig := append([]byte(nil), b...)
+		if p.f.process(b, p.snap, p.table.Now()) != DropNone {
+			if !bytes.Equal(b, orig) {
+				t.Fatal("dropped frame was modified")
+			}
+			return
+		}
+		if len(b) < 12 || !bytes.Equal(b[12:], orig[12:]) || !bytes.Equal(b[6:12], macDir) {
+			t.Fatal("forwarded frame changed beyond its MACs")
+		}
+	})
+}
+
+// TestForwardPersistenceKeptByTraffic: a template outlives its timeout while
+// a connection it placed carries traffic, as LVS keeps templates that still
+// control connections. (LVS also keeps it for idle connections; xvs lets it
+// expire then — see the package README.)
+func TestForwardPersistenceKeptByTraffic(t *testing.T) {
+	svc := drService("rr", 1, 1)
+	svc.Persistence = 50 * time.Second
+	p := newTestPlane(t, 1024, svc)
+	now := p.table.Now()
+	syn := buildFrame(t, tcp4(1000, TCPSyn))
+	p.f.process(syn, p.snap, now)
+	first := append([]byte(nil), syn[0:6]...)
+	for dt := uint32(40); dt <= 160; dt += 40 {
+		if r := p.f.process(buildFrame(t, tcp4(1000, TCPAck)), p.snap, now+dt); r != DropNone {
+			t.Fatalf("t+%d: %v", dt, r)
+		}
+	}
+	fr := buildFrame(t, tcp4(1001, TCPSyn))
+	p.f.process(fr, p.snap, now+170)
+	if !bytes.Equal(fr[0:6], first) {
+		t.Fatalf("new connection at t+170 went to %x, template (kept by traffic) says %x", fr[0:6], first)
+	}
+}
+
+// TestImportConn moves a master's entries to a backup whose real servers
+// have other dest IDs; the backup forwards the flow to the same real server.
+func TestImportConn(t *testing.T) {
+	svc := drService("rr", 1, 1)
+	svc.Persistence = 50 * time.Second
+	master := newTestPlane(t, 1024, svc)
+	now := master.table.Now()
+	syn := buildFrame(t, tcp4(2000, TCPSyn))
+	master.f.process(syn, master.snap, now)
+	master.f.process(buildFrame(t, tcp4(2000, TCPAck)), master.snap, now)
+	rev := svc
+	rev.Dests = []DestConfig{svc.Dests[1], svc.Dests[0]}
+	backup := newTestPlane(t, 1024, drService("rr", 1, 1)) // takes IDs 1, 2 for rs1, rs2
+	backup.publish(rev, ServiceConfig{Key: ServiceKey{Addr: vip4, Proto: ProtoUDP, Port: 1}, Scheduler: "rr", Active: true,
+		Dests: []DestConfig{{Addr: rs2, Weight: 1, Up: true, MAC: macRS2}}})
+	var n int
+	master.table.Conns(func(ci ConnInfo) bool {
+		d := master.snap.DestByID(ci.DestID)
+		e := ConnEntry{ConnInfo: ci, Dest: netip.AddrPortFrom(d.Addr, d.Port)}
+		if err := importConn(backup.snap, backup.table, e); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		return true
+	})
+	if n != 2 {
+		t.Fatalf("exported %d entries, want conn + template", n)
+	}
+	fr := buildFrame(t, tcp4(2000, TCPAck))
+	if r := backup.f.process(fr, backup.snap, backup.table.Now()); r != DropNone || !bytes.Equal(fr[0:6], syn[0:6]) {
+		t.Fatalf("backup forwarded the synced flow: %v to %x, master sent it to %x", r, fr[0:6], syn[0:6])
+	}
+	fr = buildFrame(t, tcp4(2001, TCPSyn))
+	backup.f.process(fr, backup.snap, backup.table.Now())
+	if !bytes.Equal(fr[0:6], syn[0:6]) {
+		t.Fatalf("synced template not honoured: %x, want %x", fr[0:6], syn[0:6])
+	}
+	err := importConn(backup.snap, backup.table, ConnEntry{
+		ConnInfo: ConnInfo{Proto: ProtoTCP, Client: netip.MustParseAddrPort("198.18.0.10:5"), Virtual: netip.AddrPortFrom(vip4, 80), State: StateEstablished},
+		Dest:     netip.MustParseAddrPort("198.18.0.99:80"),
+	})
+	if !errors.Is(err, ErrUnknownDest) {
+		t.Fatalf("import to unknown real server: %v, want ErrUnknownDest", err)
+	}
+}
+
+// TestForwardWLCSeesCounts: the conn table's exact counts drive wlc, as the
+// least-connection schedulers need: after rs1's connections close, new
+// flows go to rs1.
+func TestForwardWLCSeesCounts(t *testing.T) {
+	if _, err := scheduler.New("wlc", scheduler.Options{}, nil); err != nil {
+		t.Skipf("wlc not in the scheduler package yet: %v", err)
+	}
+	p := newTestPlane(t, 1024, drService("wlc", 1, 1))
+	now := p.table.Now()
+	on := map[string][]uint16{}
+	for port := uint16(100); port < 110; port++ {
+		fr := buildFrame(t, tcp4(port, TCPSyn))
+		if r := p.f.process(fr, p.snap, now); r != DropNone {
+			t.Fatal(r)
+		}
+		p.f.process(buildFrame(t, tcp4(port, TCPAck)), p.snap, now)
+		on[string(fr[0:6])] = append(on[string(fr[0:6])], port)
+	}
+	if len(on[string(macRS1)]) != 5 || len(on[string(macRS2)]) != 5 {
+		t.Fatalf("wlc split 10 flows %d/%d, want 5/5", len(on[string(macRS1)]), len(on[string(macRS2)]))
+	}
+	for _, port := range on[string(macRS1)] {
+		p.f.process(buildFrame(t, tcp4(port, TCPRst)), p.snap, now)
+	}
+	svc := p.snap.Services()[0]
+	c1, c2 := p.table.Counts(svc.dests[0].ID), p.table.Counts(svc.dests[1].ID)
+	if c1.Active.Load() != 0 || c1.Inactive.Load() != 5 || c2.Active.Load() != 5 {
+		t.Fatalf("counts rs1 %d/%d rs2 %d/%d, want 0/5 and 5/0", c1.Active.Load(), c1.Inactive.Load(), c2.Active.Load(), c2.Inactive.Load())
+	}
+	fr := buildFrame(t, tcp4(200, TCPSyn))
+	p.f.process(fr, p.snap, now)
+	if !bytes.Equal(fr[0:6], macRS1) {
+		t.Fatalf("wlc sent a new flow to %x, want rs1 (no active conns)", fr[0:6])
+	}
+}

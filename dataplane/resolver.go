@@ -1,0 +1,221 @@
+package dataplane
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Resolver finds real servers' MAC addresses for DR forwarding, off the
+// packet path: first in the kernel neighbour table (netlink), then, for IPv4,
+// by an ARP request of its own (mdlayher/arp). Its sockets are opened in the
+// network namespace NewResolver runs in and keep it.
+//
+// Owned by the Dataplane's control plane: Resolve runs under its own mutex.
+type Resolver struct {
+	mu    sync.Mutex
+	nl    *netlink.Handle
+	arp   map[int]*arp.Client // by ifindex
+	macs  map[netip.Addr]net.HardwareAddr
+	hops  map[netip.Addr]nextHop
+	links map[int]int // interfaces the dataplane serves: ifindex → port
+	probe int         // UDP/IPv6 socket whose datagrams make the kernel resolve a neighbour
+}
+
+// NewResolver opens a netlink handle and one ARP client per interface.
+func NewResolver(ifaces []*net.Interface) (*Resolver, error) {
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("resolver: netlink handle: %w", err)
+	}
+	r := &Resolver{nl: nl, arp: map[int]*arp.Client{}, macs: map[netip.Addr]net.HardwareAddr{},
+		hops: map[netip.Addr]nextHop{}, links: map[int]int{}, probe: -1}
+	if fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0); err == nil {
+		r.probe = fd
+	}
+	for port, ifi := range ifaces {
+		r.links[ifi.Index] = port
+		c, err := arp.Dial(ifi)
+		if err != nil {
+			// No IPv4 address on the interface: neighbour table only.
+			continue
+		}
+		r.arp[ifi.Index] = c
+	}
+	return r, nil
+}
+
+// Close releases the resolver's sockets.
+func (r *Resolver) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, c := range r.arp {
+		errs = append(errs, c.Close())
+	}
+	r.arp = nil
+	if r.probe >= 0 {
+		errs = append(errs, unix.Close(r.probe))
+		r.probe = -1
+	}
+	if r.nl != nil {
+		r.nl.Close()
+		r.nl = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Lookup returns the cached MAC of addr.
+func (r *Resolver) Lookup(addr netip.Addr) (net.HardwareAddr, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.macs[addr]
+	return m, ok
+}
+
+// hop returns the cached next hop of addr (MAC, port, MTU, source).
+func (r *Resolver) hop(addr netip.Addr) (nextHop, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h, ok := r.hops[addr]
+	if m, has := r.macs[addr]; has {
+		h.MAC, ok = m, true
+	}
+	return h, ok
+}
+
+// Resolve refreshes the MACs of addrs, spending at most timeout per address
+// that needs an ARP exchange and stopping once budget has passed (0 = no
+// limit). It reports whether any answer changed.
+func (r *Resolver) Resolve(addrs []netip.Addr, timeout, budget time.Duration) (changed bool) {
+	var deadline time.Time
+	if budget > 0 {
+		deadline = time.Now().Add(budget)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.nl == nil {
+		return false
+	}
+	seen := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		if seen[a] {
+			continue
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			break
+		}
+		seen[a] = true
+		mac, err := r.resolve(a, timeout)
+		old, had := r.macs[a]
+		if h, ok := r.route(a); ok {
+			if oh, hadh := r.hops[a]; !hadh || oh.Port != h.Port || oh.MTU != h.MTU || oh.Src != h.Src {
+				r.hops[a] = h
+				changed = true
+			}
+		}
+		switch {
+		case err == nil && (!had || !bytes.Equal(old, mac)):
+			r.macs[a] = mac
+			changed = true
+		case err != nil && had:
+			// Keep a MAC we knew: a lost ARP reply must not take a
+			// working real server out of service.
+		}
+	}
+	return changed
+}
+
+// route finds the port, MTU and preferred source of the route to a.
+func (r *Resolver) route(a netip.Addr) (nextHop, bool) {
+	routes, err := r.nl.RouteGet(a.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return nextHop{}, false
+	}
+	rt := routes[0]
+	port, ok := r.links[rt.LinkIndex]
+	if !ok {
+		return nextHop{}, false
+	}
+	h := nextHop{Port: port, MTU: rt.MTU}
+	if h.MTU == 0 {
+		if l, err := r.nl.LinkByIndex(rt.LinkIndex); err == nil {
+			h.MTU = l.Attrs().MTU
+		}
+	}
+	if src, ok := netip.AddrFromSlice(rt.Src); ok {
+		h.Src = src.Unmap()
+	}
+	return h, true
+}
+
+// neighbour looks a up in the kernel's neighbour table of link.
+func (r *Resolver) neighbour(link int, a netip.Addr) (net.HardwareAddr, bool) {
+	family := netlink.FAMILY_V4
+	if !a.Is4() {
+		family = netlink.FAMILY_V6
+	}
+	neighs, err := r.nl.NeighList(link, family)
+	if err != nil {
+		return nil, false
+	}
+	for _, n := range neighs {
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if ok && ip.Unmap() == a && len(n.HardwareAddr) == 6 &&
+			n.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT) != 0 {
+			return n.HardwareAddr, true
+		}
+	}
+	return nil, false
+}
+
+func (r *Resolver) resolve(a netip.Addr, timeout time.Duration) (net.HardwareAddr, error) {
+	routes, err := r.nl.RouteGet(a.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return nil, fmt.Errorf("route to %s: %w", a, err)
+	}
+	rt := routes[0]
+	if rt.Gw != nil {
+		return nil, fmt.Errorf("real server %s is behind gateway %s: DR needs it on-link", a, rt.Gw)
+	}
+	if mac, ok := r.neighbour(rt.LinkIndex, a); ok {
+		return mac, nil
+	}
+	if !a.Is4() {
+		// IPv6: no NDP client of our own. A datagram to the discard port
+		// makes the kernel solicit the neighbour; then reread its table.
+		if r.probe < 0 {
+			return nil, fmt.Errorf("%s: not in the neighbour table", a)
+		}
+		sa := &unix.SockaddrInet6{Port: 9, Addr: a.As16()}
+		_ = unix.Sendto(r.probe, []byte{0}, unix.MSG_DONTWAIT, sa)
+		deadline := time.Now().Add(timeout)
+		for time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			if mac, ok := r.neighbour(rt.LinkIndex, a); ok {
+				return mac, nil
+			}
+		}
+		return nil, fmt.Errorf("%s: no neighbour advertisement", a)
+	}
+	c := r.arp[rt.LinkIndex]
+	if c == nil || !a.Is4() {
+		return nil, fmt.Errorf("%s: not in the neighbour table", a)
+	}
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return nil, fmt.Errorf("arp deadline: %w", err)
+	}
+	mac, err := c.Resolve(a)
+	if err != nil {
+		return nil, fmt.Errorf("arp %s: %w", a, err)
+	}
+	return mac, nil
+}

@@ -1,0 +1,59 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// ErrUnknownDest means an imported conn names a service or real server this
+// director does not have.
+var ErrUnknownDest = errors.New("unknown service or real server")
+
+// ImportConn adds a conn entry or persistence template learned from another
+// director (the sync daemon's backup side), so that a takeover keeps
+// established connections. Dest IDs are per director: the entry's real
+// server is found by address in this director's current snapshot. An entry
+// that already exists is left alone.
+func (dp *Dataplane) ImportConn(e ConnEntry) error {
+	return importConn(dp.snap.Load(), dp.table, e)
+}
+
+func importConn(snap *Snapshot, t *ConnTable, e ConnEntry) error {
+	if e.State == stFree || e.State >= numStates || (e.Template != (e.State == StateTemplate)) {
+		return fmt.Errorf("import conn %v→%v: bad state %d", e.Client, e.Virtual, e.State)
+	}
+	svc := snap.Lookup(ServiceKey{Addr: e.Virtual.Addr(), Proto: e.Proto, Port: e.Virtual.Port()})
+	if svc == nil {
+		svc = snap.Lookup(ServiceKey{Addr: e.Virtual.Addr(), Proto: e.Proto})
+	}
+	if svc == nil {
+		return fmt.Errorf("import conn %v→%v: service: %w", e.Client, e.Virtual, ErrUnknownDest)
+	}
+	var d *Dest
+	for _, x := range svc.dests {
+		if netip.AddrPortFrom(x.Addr, x.Port) == e.Dest {
+			d = x
+			break
+		}
+	}
+	if d == nil {
+		return fmt.Errorf("import conn %v→%v: real server %v: %w", e.Client, e.Virtual, e.Dest, ErrUnknownDest)
+	}
+	kind := uint8(kindConn)
+	if e.Template {
+		kind = kindTmpl
+	}
+	c0, c1 := addrWords(e.Client.Addr())
+	v0, v1 := addrWords(e.Virtual.Addr())
+	k := makeKey(e.Proto, kind, c0, c1, e.Client.Port(), v0, v1, e.Virtual.Port())
+	now := t.Now()
+	if i, _, _ := t.lookup(&k, now); i >= 0 {
+		return nil
+	}
+	ttl := durSeconds(e.Expires)
+	if !t.insert(&k, d.ID, e.State, now+ttl, now) {
+		return fmt.Errorf("import conn %v→%v: conn table full", e.Client, e.Virtual)
+	}
+	return nil
+}

@@ -1,0 +1,152 @@
+package dataplane
+
+import "encoding/binary"
+
+// IP-in-IP forwarding (lb_kind TUN) and the ICMP "too big" answers it needs.
+
+const (
+	protoIPIP = 4  // IPv4 in IPv4 (RFC 2003)
+	protoIPv6 = 41 // IPv6 in IPv4 (RFC 4213)
+	tunTTL    = 64
+)
+
+// tunnel wraps the packet in an outer IPv4 header written into the headroom
+// before it: protocol 4 (41 for an IPv6 inner packet), source the egress
+// interface's address, destination the real server, TTL 64, DF copied from
+// the inner packet (always set for IPv6, which routers never fragment), a
+// fresh ID. The Ethernet header moves in front of it with the real server's
+// MAC. A packet that would exceed the egress MTU is answered instead: with
+// DF, ICMP fragmentation-needed (ICMPv6 packet-too-big) to the client, out
+// of the receiving port (icmp true); without DF it is dropped as too_big
+// (IPVS would fragment the outer packet; xvs does not fragment).
+func (f *forwarder) tunnel(buf []byte, off int, p *Packet, d *Dest) (out txOut, icmp bool, r DropReason) {
+	frame := buf[off:]
+	l3 := int(p.L3)
+	inner := int(p.End) - l3
+	pi := &f.ports[d.port]
+	mtu := d.mtu
+	if mtu == 0 {
+		mtu = pi.mtu
+	}
+	ip := frame[l3:]
+	df := true
+	var tos byte
+	proto := byte(protoIPv6)
+	if !p.IPv6 {
+		df = ip[6]&0x40 != 0
+		tos = ip[1]
+		proto = protoIPIP
+	} else {
+		tos = byte(binary.BigEndian.Uint16(ip[0:2]) >> 4)
+	}
+	if inner+ipv4MinHeader > mtu {
+		if !df {
+			return txOut{}, false, DropTooBig
+		}
+		out, r = f.tooBig(buf, off, p, mtu-ipv4MinHeader)
+		return out, r == DropNone, r
+	}
+	if off < ipv4MinHeader {
+		return txOut{}, false, DropHeadroom
+	}
+	start := off - ipv4MinHeader
+	nb := buf[start : start+l3+ipv4MinHeader+inner]
+	copy(nb[:l3], frame[:l3]) // Ethernet (and VLAN tag) move to the front
+	binary.BigEndian.PutUint16(nb[l3-2:], etherTypeIPv4)
+	copy(nb[ethDst:ethDst+6], d.MAC[:])
+	copy(nb[ethSrc:ethSrc+6], pi.mac[:])
+	oh := nb[l3 : l3+ipv4MinHeader]
+	f.ipID++
+	var flags uint16
+	if df {
+		flags = 0x4000
+	}
+	src := pi.src4
+	if d.hasSrc {
+		src = d.src4
+	}
+	oh[0], oh[1] = 0x45, tos
+	binary.BigEndian.PutUint16(oh[2:], uint16(inner+ipv4MinHeader))
+	binary.BigEndian.PutUint16(oh[4:], f.ipID)
+	binary.BigEndian.PutUint16(oh[6:], flags)
+	oh[8], oh[9] = tunTTL, proto
+	oh[10], oh[11] = 0, 0
+	copy(oh[12:16], src[:])
+	copy(oh[16:20], d.ip[12:16])
+	binary.BigEndian.PutUint16(oh[10:], Checksum(oh, 0))
+	return txOut{off: start, n: len(nb), port: d.port}, false, DropNone
+}
+
+// ICMP quoting limits: RFC 1812 §4.3.2.3 (576-byte IPv4 error datagrams)
+// and RFC 4443 §2.4 (an ICMPv6 error fits the IPv6 minimum MTU).
+const (
+	icmpMaxLen   = 576
+	icmp6MaxLen  = 1280
+	icmpTooBig   = 3<<8 | 4 // destination unreachable, fragmentation needed
+	icmp6TooBig  = 2        // packet too big
+	icmpHdrLen   = 8
+	icmpOutTTL   = 64
+	icmpTOSCtrl  = 0xC0 // internetwork control, as Linux sends ICMP errors
+	tooBigFrom4  = 12   // offset of the source address in an IPv4 header
+	tooBigFrom6  = 8    // in an IPv6 header
+	tooBigRoomV4 = ipv4MinHeader + icmpHdrLen
+	tooBigRoomV6 = ipv6HeaderLen + icmpHdrLen
+)
+
+// tooBig turns the frame into an ICMP fragmentation-needed (IPv4) or
+// packet-too-big (IPv6) message to the packet's source, announcing mtu,
+// from the packet's destination (the VIP, as IPVS answers), quoting the
+// start of the packet. The new headers go into the headroom in front of the
+// original datagram, which stays where it is and is cut to the quote; the
+// frame leaves by the port it came in on, back to the MAC it came from.
+func (f *forwarder) tooBig(buf []byte, off int, p *Packet, mtu int) (txOut, DropReason) {
+	frame := buf[off:]
+	l3 := int(p.L3)
+	room, maxLen := tooBigRoomV4, icmpMaxLen
+	if p.IPv6 {
+		room, maxLen = tooBigRoomV6, icmp6MaxLen
+	}
+	if off < room {
+		return txOut{}, DropHeadroom
+	}
+	quote := min(int(p.End)-l3, maxLen-room)
+	start := off - room
+	nb := buf[start : start+l3+room+quote]
+	copy(nb[:l3], frame[:l3])
+	// Back to where it came from: its source MAC, our MAC as source.
+	copy(nb[ethDst:ethDst+6], frame[ethSrc:ethSrc+6])
+	copy(nb[ethSrc:ethSrc+6], f.ports[f.port].mac[:])
+	orig := frame[l3:]
+	ip := nb[l3:]
+	if !p.IPv6 {
+		ip[0], ip[1] = 0x45, icmpTOSCtrl
+		binary.BigEndian.PutUint16(ip[2:], uint16(room+quote))
+		f.ipID++
+		binary.BigEndian.PutUint16(ip[4:], f.ipID)
+		ip[6], ip[7], ip[8], ip[9] = 0, 0, icmpOutTTL, ProtoICMP
+		ip[10], ip[11] = 0, 0
+		copy(ip[12:16], orig[16:20]) // from the VIP
+		copy(ip[16:20], orig[12:16]) // to the client
+		binary.BigEndian.PutUint16(ip[10:], Checksum(ip[:ipv4MinHeader], 0))
+		ic := ip[ipv4MinHeader : room+quote]
+		binary.BigEndian.PutUint16(ic[0:], icmpTooBig)
+		ic[2], ic[3], ic[4], ic[5] = 0, 0, 0, 0
+		binary.BigEndian.PutUint16(ic[6:], uint16(mtu))
+		binary.BigEndian.PutUint16(ic[2:], Checksum(ic, 0))
+	} else {
+		var src, dst [16]byte
+		copy(src[:], orig[24:40])
+		copy(dst[:], orig[8:24])
+		binary.BigEndian.PutUint32(ip[0:], 6<<28)
+		binary.BigEndian.PutUint16(ip[4:], uint16(icmpHdrLen+quote))
+		ip[6], ip[7] = ProtoICMPv6, icmpOutTTL
+		copy(ip[8:24], src[:])
+		copy(ip[24:40], dst[:])
+		ic := ip[ipv6HeaderLen : room+quote]
+		ic[0], ic[1], ic[2], ic[3] = icmp6TooBig, 0, 0, 0
+		binary.BigEndian.PutUint32(ic[4:], uint32(mtu))
+		binary.BigEndian.PutUint16(ic[2:], Checksum(ic, PseudoHeaderSum(src[:], dst[:], ProtoICMPv6, len(ic))))
+	}
+	f.q.TooBig.Add(1)
+	return txOut{off: start, n: len(nb), port: f.port}, DropNone
+}

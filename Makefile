@@ -32,8 +32,12 @@ test:
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -race -timeout 10m ./scheduler/...
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms ./...
+# Microbenchmarks of the per-packet paths and schedulers, then packet replay
+# and end to end against the baselines, measured in the same run (root).
+bench: deps build
+	$(GO) test -run '^$$' -bench 'DREstablished|DRNewFlow|TUNEstablished|NATEstablished|Parse|ConnLookup$$' -benchmem -benchtime 200ms ./dataplane/
+	$(GO) test -run '^$$' -bench 'Pick/.*/n=256/|MaglevBuild' -benchmem -benchtime 100ms ./scheduler/
+	$(GO) run ./bench/cmd/xvs-bench run --quick
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfe[lb].go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

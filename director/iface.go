@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xvs-lb/xvs/config"
+	"github.com/xvs-lb/xvs/control"
 )
 
 // findInterfaces picks the interfaces the dataplane serves, without extra
@@ -16,21 +17,64 @@ import (
 // VIP (or the address line's own dev); else the interface that already holds
 // the VIP (LVS-only setups put it there by hand, ifcfg-eth0:0 style); else
 // the interface of the route to the VIP.
+//
+// NAT services add the real servers' side: the interface of the route to
+// each NAT real server (and sorry server), since requests leave and replies
+// arrive there. The list is made when the dataplane starts; a NAT real
+// server added later behind another interface needs a restart.
 func findInterfaces(c *config.Config, t *table) ([]string, error) {
-	if c.Global.XVSInterface != "" {
-		return []string{c.Global.XVSInterface}, nil
-	}
 	var out []string
-	for _, s := range t.services {
-		name, err := interfaceFor(c, s.ctl.Addr)
-		if err != nil {
-			return nil, fmt.Errorf("virtual server %s: %w", s.ctl.ServiceKey, err)
+	if c.Global.XVSInterface != "" {
+		out = append(out, c.Global.XVSInterface)
+	} else {
+		for _, s := range t.services {
+			name, err := interfaceFor(c, s.ctl.Addr)
+			if err != nil {
+				return nil, fmt.Errorf("virtual server %s: %w", s.ctl.ServiceKey, err)
+			}
+			if !slices.Contains(out, name) {
+				out = append(out, name)
+			}
 		}
-		if !slices.Contains(out, name) {
-			out = append(out, name)
+	}
+	for _, s := range t.services {
+		reals := s.reals
+		if s.sorry != nil {
+			reals = append(slices.Clip(reals), s.sorry)
+		}
+		for _, r := range reals {
+			if r.dest.Method != control.Masq {
+				continue
+			}
+			name, err := routeInterface(r.dest.Addr)
+			if err != nil {
+				return nil, fmt.Errorf("virtual server %s: NAT real server %s: %w", s.ctl.ServiceKey, r.dest.Addr, err)
+			}
+			if !slices.Contains(out, name) {
+				out = append(out, name)
+			}
 		}
 	}
 	return out, nil
+}
+
+// routeInterface names the interface of the route to a.
+func routeInterface(a netip.Addr) (string, error) {
+	routes, err := netlink.RouteGet(a.AsSlice())
+	if err != nil {
+		return "", fmt.Errorf("route to %s: %w", a, err)
+	}
+	if len(routes) == 0 {
+		return "", fmt.Errorf("no route to %s", a)
+	}
+	l, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return "", fmt.Errorf("link %d: %w", routes[0].LinkIndex, err)
+	}
+	if l.Attrs().Name == "lo" {
+		return "", fmt.Errorf("%s is a local address", a)
+	}
+	return l.Attrs().Name, nil
 }
 
 func interfaceFor(c *config.Config, vip netip.Addr) (string, error) {

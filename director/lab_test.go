@@ -178,6 +178,16 @@ func TestXVSDAdmin(t *testing.T) {
 		t.Fatalf("deleting a missing real server: err %v, output %q; want ipvsadm's \"No such destination\"", err, out)
 	}
 
+	// A crashed xvsd leaves no XDP program behind: it was attached through
+	// a BPF link, which the kernel releases with the process.
+	if out := l.topo.Dir1.Run(t, "ip", "link", "show", "eth0"); !strings.Contains(out, "xdp") {
+		t.Fatalf("no XDP program on dir1's eth0 while xvsd runs:\n%s", out)
+	}
+	l.xvsd.Kill()
+	if out := l.topo.Dir1.Run(t, "ip", "link", "show", "eth0"); strings.Contains(out, "xdp") {
+		t.Fatalf("XDP program left on eth0 after xvsd was killed:\n%s", out)
+	}
+
 	// The real servers saw the client's own address (DR keeps it).
 	for name, s := range l.rs {
 		for peer := range s.Peers() {

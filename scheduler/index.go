@@ -56,13 +56,14 @@ func wordKey(v uint64) uint64 { return v >> posBits }
 
 // indexMin is the fewest live servers for which a scheduler keeps an
 // index. Below it the list walk costs less than what the index adds to
-// every count update (a fenced store per changed tree level), counting a
-// pick and three updates per connection: see BenchmarkConnLife, where the
-// two meet between 64 and 128 servers. A variable so tests can index small
-// services.
+// every count update (a fenced store per changed tree level, on lines
+// that parallel workers share), counting a pick and three updates per
+// connection: in BenchmarkConnLife the two meet near 64 servers with one
+// worker and between 128 and 256 with two. A variable so tests can index
+// small services.
 var indexMin = defaultIndexMin
 
-const defaultIndexMin = 64
+const defaultIndexMin = 128
 
 // leafRef is what a ConnCounts points to while an index tracks it.
 type leafRef struct {
@@ -86,8 +87,8 @@ type index struct {
 	live  []Dest
 
 	// lblc/lblcr's is_overloaded asks whether any server has
-	// Active*2 < weight: nUnder counts those, underOf marks them.
-	nUnder  atomic.Int32
+	// Active*2 < weight: underOf marks those, nUnder (at the end, off the
+	// line every pick reads) counts them.
 	underOf []atomic.Bool
 
 	refs []leafRef
@@ -99,6 +100,9 @@ type index struct {
 	gen   uint64        // build order (indexGen)
 	all   []Dest        // the scheduler's dests: claim hooks the Up ones
 	prev  []*leafRef    // by dest: the hook claim replaced
+
+	_      [lineSize]byte
+	nUnder atomic.Int32
 }
 
 // attach gives b an index of kind when it has enough live servers. Other
@@ -247,9 +251,10 @@ func newIndex(kind uint8, under bool, b *base) *index {
 // alignedWords returns n words whose index 1 starts a cache line, so that
 // each child block (ixArity words from a multiple of ixArity, plus one) is
 // one line.
+// The root's line holds only words of s, none of another object's.
 func alignedWords(n int) []atomic.Uint64 {
-	s := make([]atomic.Uint64, n+ixArity)
-	off := 0
+	s := make([]atomic.Uint64, n+2*ixArity)
+	off := ixArity - 1
 	for uintptr(unsafe.Pointer(&s[off+1]))%lineSize != 0 {
 		off++
 	}
@@ -479,12 +484,12 @@ const (
 	auditEvery = 1 << auditBits
 )
 
-// overloadedLBLC is lblc/lblcr's is_overloaded: more active connections
-// than weight while some server has fewer than half its weight. ok = false
-// when the index cannot tell (lost).
-func (ix *index) overloadedLBLC(d *Dest) (over, ok bool) {
+// anyUnder reports whether some server has fewer active connections than
+// half its weight (lblc/lblcr's is_overloaded asks), ok = false when the
+// index cannot tell.
+func (ix *index) anyUnder() (under, ok bool) {
 	if !ix.ready() {
 		return false, false
 	}
-	return int64(d.Conns.Active.Load()) > int64(d.Weight) && ix.nUnder.Load() > 0, true
+	return ix.nUnder.Load() > 0, true
 }

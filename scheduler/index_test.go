@@ -268,6 +268,11 @@ func TestIndexConcurrentConverges(t *testing.T) {
 					}
 				}
 				s := mustNew(t, name, Options{CacheSize: 64}, ds)
+				// The index claims the counts on the first pick: before
+				// the churn, so that the churn goes through the tree.
+				if !ixOf(s).ready() {
+					t.Fatal("index not ready after build")
+				}
 				var stop atomic.Bool
 				var workers, pickers sync.WaitGroup
 				for g := range 3 {

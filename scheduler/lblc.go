@@ -56,14 +56,16 @@ func keySet(k0, k1 uint64, mask uint32) uint32 {
 	return mhHash(uint32(k0^k1^(k0>>32)^(k1>>32)), mhKey2) & mask
 }
 
-// isOverloaded is lblc/lblcr's own rule: d has more active connections
-// than its weight while some server has fewer than half its weight.
-func isOverloaded(d *Dest, b *base) bool {
-	if over, ok := b.ix.overloadedLBLC(d); ok {
-		return over
-	}
-	if int64(d.Conns.Active.Load()) <= int64(d.Weight) {
+// isOverloaded is lblc/lblcr's own rule for live position p: more active
+// connections than its weight while some server has fewer than half its
+// weight. The index counts the latter; without one, the list is walked.
+func isOverloaded(b *base, p int32) bool {
+	sl := &b.slots[p]
+	if int64(sl.c.Active.Load()) <= int64(sl.w) {
 		return false
+	}
+	if under, ok := b.ix.anyUnder(); ok {
+		return under
 	}
 	for i := range b.slots {
 		if int64(b.slots[i].c.Active.Load())*2 < int64(b.slots[i].w) {
@@ -196,7 +198,7 @@ func (s *lblcSched) Pick(f *Flow) int {
 		if used != now {
 			e.used.Store(now) // at most once a second, to keep the line shared
 		}
-		if dd := &s.live[d]; dd.Weight > 0 && !isOverloaded(dd, &s.base) {
+		if s.slots[d].w > 0 && !isOverloaded(&s.base, d) {
 			return int(s.idx[d])
 		}
 		break
@@ -404,7 +406,7 @@ func (s *lblcrSched) Pick(f *Flow) int {
 				e.write(k0, k1, &snap, false)
 			}
 		}
-		if dest >= 0 && !isOverloaded(&s.live[dest], &s.base) {
+		if dest >= 0 && !isOverloaded(&s.base, dest) {
 			return int(s.idx[dest])
 		}
 		p := wlcPick(&s.base, f)

@@ -76,8 +76,12 @@ func TestConcurrentRebuild(t *testing.T) {
 				r := rand.New(rand.NewPCG(13, 14))
 				for !stop.Load() {
 					c := conns[r.IntN(len(conns))]
-					c.Active.Store(int32(r.IntN(30)))
-					c.Inactive.Store(int32(r.IntN(30)))
+					if r.IntN(2) == 0 {
+						c.Set(int32(r.IntN(30)), int32(r.IntN(30)))
+					} else { // written directly, as the index allows
+						c.Active.Store(int32(r.IntN(30)))
+						c.Inactive.Store(int32(r.IntN(30)))
+					}
 				}
 			}()
 			for range rebuilds {

@@ -304,9 +304,17 @@ func TestStatelessDifferential(t *testing.T) {
 	for trial := range 3000 {
 		ds := randDests(r, trial%2 == 1)
 		for name, ref := range refs {
-			got := mustNew(t, name, Options{}, ds).Pick(&Flow{})
+			s := mustNew(t, name, Options{}, ds)
+			got := s.Pick(&Flow{})
 			if want := ref(ds); got != want {
 				t.Fatalf("trial %d %s = %d, want %d", trial, name, got, want)
+			}
+			// The list walk, which Pick falls back to without an index.
+			if ix := ixOf(s); ix != nil {
+				ix.lost.Store(true)
+				if got, want := s.Pick(&Flow{}), ref(ds); got != want {
+					t.Fatalf("trial %d %s (list walk) = %d, want %d", trial, name, got, want)
+				}
 			}
 		}
 	}

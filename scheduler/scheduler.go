@@ -83,7 +83,7 @@
 //
 // IPVS's lc, wlc, sed, nq, lblc and lblcr walk every server's counts on
 // each pick, which costs microseconds with hundreds of servers. With at
-// least 64 live servers (indexMin) these schedulers keep an index instead: a
+// least 128 live servers (indexMin) these schedulers keep an index instead: a
 // tournament tree of eight-way nodes whose root is the server the walk
 // would pick (same ties), plus, for lblc and lblcr, a count of the
 // servers below half their weight. Count changes made through
@@ -143,7 +143,7 @@ type ConnCounts struct {
 	// the schedulers (see Dest.Overloaded); the dataplane never writes it.
 	overload atomic.Bool
 	// hook is the least-connection index that tracks these counts (the
-	// scheduler built last over them), nil when none does.
+	// newest scheduler that picked over them), nil when none does.
 	hook atomic.Pointer[leafRef]
 }
 

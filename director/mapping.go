@@ -59,6 +59,8 @@ func vrrpConfig(c *config.Config) vrrp.Config {
 			GarpMasterRepeat:  in.GarpMasterRepeat,
 			GarpMasterRefresh: in.GarpMasterRefresh,
 			UseVMAC:           in.UseVMAC,
+			VMACName:          in.VMACName,
+			VMACXmitBase:      in.VMACXmitBase,
 		}
 		if in.State == "MASTER" {
 			vi.State = vrrp.StateMaster

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -132,7 +133,12 @@ type Instance struct {
 	GarpMasterRepeat  int
 	GarpMasterRefresh time.Duration
 
-	UseVMAC bool // use_vmac: not supported yet; New rejects it
+	// use_vmac [NAME]: a macvlan (mode private) on Interface with the
+	// virtual router MAC 00:00:5e:00:01:VRID (IPv6: 00:00:5e:00:02:VRID)
+	// carries the adverts and the VIPs whose dev is Interface.
+	UseVMAC      bool
+	VMACName     string // use_vmac's argument; default "vrrp.VRID"
+	VMACXmitBase bool   // vmac_xmit_base: send adverts from Interface instead
 }
 
 // SyncGroup mirrors vrrp_sync_group.
@@ -213,6 +219,7 @@ func normalize(cfg Config) (Config, error) {
 		v6     bool
 	}
 	vrids := map[key]string{}
+	vmacs := map[string]string{}
 	cfg.Instances = append([]Instance(nil), cfg.Instances...)
 	for i := range cfg.Instances {
 		in := &cfg.Instances[i]
@@ -237,7 +244,18 @@ func normalize(cfg Config) (Config, error) {
 			in.Version = g.Version
 		}
 		if in.UseVMAC {
-			return cfg, fmt.Errorf("%w: %s: use_vmac is not supported", ErrConfig, where)
+			if in.VMACName == "" {
+				in.VMACName = fmt.Sprintf("vrrp.%d", in.VirtualRouterID)
+			}
+			if len(in.VMACName) > 15 || strings.ContainsAny(in.VMACName, "/ \t") || in.VMACName == in.Interface {
+				return cfg, fmt.Errorf("%w: %s: use_vmac name %q is not a usable interface name", ErrConfig, where, in.VMACName)
+			}
+			if other, ok := vmacs[in.VMACName]; ok {
+				return cfg, fmt.Errorf("%w: %s: use_vmac %s already used by %q", ErrConfig, where, in.VMACName, other)
+			}
+			vmacs[in.VMACName] = in.Name
+		} else {
+			in.VMACName, in.VMACXmitBase = "", false
 		}
 		if in.State != StateMaster && in.State != StateBackup && in.State != StateInit {
 			return cfg, fmt.Errorf("%w: %s: state must be MASTER or BACKUP", ErrConfig, where)

@@ -25,9 +25,22 @@
 // director stops forwarding) and exports [Speaker.Stats] as metrics: every
 // dropped advert is counted by [DropReason] and logged once per cause.
 // [LinuxHost] opens its sockets in the network namespace of the calling
-// process. Not supported yet: use_vmac (New rejects it), auth_type AH,
-// track_file/track_process/BFD, and an interface that is missing at start
-// (Run fails instead of holding the instance in FAULT).
+// process.
+//
+// use_vmac (RFC 5798 §7.3, as keepalived does it): the instance gets a
+// macvlan in private mode with MAC 00:00:5e:00:01:VRID (00:00:5e:00:02:VRID
+// for IPv6), which carries its multicast adverts (unicast ones and, with
+// vmac_xmit_base, all leave by the interface, as keepalived's) and the VIPs
+// of its interface, so neighbours keep one MAC for the VIP across
+// failovers. It is removed on a graceful stop. Besides keepalived's
+// sysctls, the base interface gets arp_announce=2 while a vmac is on it
+// (see linux_vmac.go for why).
+//
+// An instance whose interface is missing, or has no address, waits in FAULT
+// and attaches when it appears; one whose interface vanishes goes to FAULT.
+// Link changes arrive through a netlink subscription ([LinkWatcher]), with
+// polling as the fallback. Not supported yet: auth_type AH,
+// track_file/track_process/BFD.
 //
 // Interop notes (keepalived 2.2 behaviour mirrored here): priority 0 is sent
 // when a MASTER stops or enters FAULT; `state MASTER` with priority below 255

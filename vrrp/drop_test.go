@@ -321,7 +321,7 @@ func TestConfigErrors(t *testing.T) {
 		}},
 		{"unknown script", func(c *Config) { c.Instances[0].TrackScripts = []TrackScript{{Name: "nope"}} }},
 		{"unknown group member", func(c *Config) { c.SyncGroups = []SyncGroup{{Name: "G", Group: []string{"VI_9"}}} }},
-		{"use_vmac", func(c *Config) { c.Instances[0].UseVMAC = true }},
+		{"use_vmac on the interface itself", func(c *Config) { c.Instances[0].UseVMAC, c.Instances[0].VMACName = true, "eth0" }},
 		{"script weight", func(c *Config) { c.Scripts = []Script{{Name: "s", Script: "true", Weight: 300}} }},
 	}
 	for _, tt := range tests {

@@ -34,7 +34,9 @@ type fakeHost struct {
 	links   map[string]bool
 	vips    map[string]bool // "dev addr/bits"
 	garps   int
-	cut     bool // partitioned: sends and receives nothing
+	vmacs   map[string]VMAC // created by SetupVMAC
+	vmacOps []string        // "setup NAME" / "remove NAME", in order
+	cut     bool            // partitioned: sends and receives nothing
 	crashed bool
 	sp      *Speaker
 	conns   []*fakeConn
@@ -73,16 +75,59 @@ func (c *fakeConn) Close() error {
 }
 
 func (h *fakeHost) Open(ifname string, v6 bool, group netip.Addr) (Conn, error) {
-	c := &fakeConn{h: h, ifn: ifname, v6: v6, in: make(chan Packet, 16), done: make(chan struct{})}
+	wire := ifname
+	if v, ok := h.vmacs[ifname]; ok {
+		wire = v.Base // a vmac sends on its base's wire
+	}
+	if _, ok := h.links[wire]; !ok {
+		return nil, ErrNoLink
+	}
+	c := &fakeConn{h: h, ifn: wire, v6: v6, in: make(chan Packet, 16), done: make(chan struct{})}
 	h.conns = append(h.conns, c)
 	return c, nil
 }
 
 func (h *fakeHost) PrimaryAddr(ifname string, v6 bool) (netip.Addr, error) {
-	return h.addrs[ifname], nil
+	a, ok := h.addrs[ifname]
+	if !ok {
+		return a, ErrNoAddr
+	}
+	return a, nil
 }
 
-func (h *fakeHost) LinkUp(ifname string) (bool, error) { return h.links[ifname], nil }
+// LinkUp: an interface absent from links does not exist; a vmac follows
+// its base.
+func (h *fakeHost) LinkUp(ifname string) (bool, error) {
+	if v, ok := h.vmacs[ifname]; ok {
+		ifname = v.Base
+	}
+	up, ok := h.links[ifname]
+	if !ok {
+		return false, ErrNoLink
+	}
+	return up, nil
+}
+
+func (h *fakeHost) SetupVMAC(v VMAC) error {
+	if _, ok := h.links[v.Base]; !ok {
+		return ErrNoLink
+	}
+	if h.vmacs == nil {
+		h.vmacs = map[string]VMAC{}
+	}
+	h.vmacs[v.Name] = v
+	h.vmacOps = append(h.vmacOps, "setup "+v.Name)
+	return nil
+}
+
+func (h *fakeHost) RemoveVMAC(v VMAC) error {
+	if _, ok := h.vmacs[v.Name]; !ok {
+		return ErrNoLink
+	}
+	delete(h.vmacs, v.Name)
+	h.vmacOps = append(h.vmacOps, "remove "+v.Name)
+	return nil
+}
 
 func (h *fakeHost) AddAddr(v VIP) error {
 	h.vips[v.Dev+" "+v.Prefix.String()] = true
@@ -164,7 +209,7 @@ func (w *world) deliver() {
 				continue
 			}
 			for _, cs := range h.sp.conns {
-				if cs.key.ifname == p.ifn && cs.key.v6 == p.src.Is6() {
+				if cs.conn.(*fakeConn).ifn == p.ifn && cs.key.v6 == p.src.Is6() {
 					h.sp.handle(event{cs: cs, pkt: Packet{Data: append([]byte(nil), p.data...), Src: p.src, Dst: p.dst, TTL: p.ttl}})
 				}
 			}

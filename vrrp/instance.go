@@ -2,6 +2,7 @@ package vrrp
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -10,15 +11,23 @@ import (
 // instance is one vrrp_instance. The speaker's core goroutine owns it
 // (under Speaker.mu).
 type instance struct {
-	s     *Speaker
-	cfg   *Instance
-	group *group
-	conn  *connState
-	v6    bool
-	src   netip.Addr   // primary address (advert source, tie-break)
-	dsts  []netip.Addr // multicast group or unicast peers
-	vips  []netip.Addr // addresses carried in adverts
-	auth  [8]byte      // auth_pass, first 8 bytes, zero padded
+	s       *Speaker
+	cfg     *Instance
+	group   *group
+	v6      bool
+	vmac    *VMAC // use_vmac, or nil
+	vipList []VIP // the VIPs, with the instance's interface replaced by the vmac
+
+	// Attachment to the interface (see attach): the conns it holds, the one
+	// adverts leave by and the one they arrive on.
+	attached  bool
+	conns     []*connState
+	txc, rxc  *connState
+	attachErr string       // last attach error logged
+	src       netip.Addr   // primary address (advert source, tie-break)
+	dsts      []netip.Addr // multicast group or unicast peers
+	vips      []netip.Addr // addresses carried in adverts
+	auth      [8]byte      // auth_pass, first 8 bytes, zero padded
 
 	state State
 	prio  uint8 // effective priority
@@ -35,7 +44,7 @@ type instance struct {
 	stats  InstanceStats
 	logged [numDropReasons]bool
 
-	tx  Advert
+	adv Advert // the advert we send
 	buf []byte
 	rx  Advert
 }
@@ -47,6 +56,17 @@ func newInstance(s *Speaker, cfg *Instance) *instance {
 		in.vips = append(in.vips, v.Prefix.Addr())
 	}
 	copy(in.auth[:], cfg.AuthPass)
+	if cfg.UseVMAC {
+		in.vmac = &VMAC{Name: cfg.VMACName, Base: cfg.Interface, MAC: vmacAddr(cfg.VirtualRouterID, in.v6), V6: in.v6}
+	}
+	for _, v := range cfg.VirtualIPAddresses {
+		// keepalived puts the VIPs of the instance's own interface on
+		// the vmac, so that ARP answers them with the virtual MAC.
+		if in.vmac != nil && v.Dev == cfg.Interface {
+			v.Dev = in.vmac.Name
+		}
+		in.vipList = append(in.vipList, v)
+	}
 	if len(cfg.UnicastPeers) > 0 {
 		in.dsts = cfg.UnicastPeers
 	} else if in.v6 {
@@ -54,10 +74,10 @@ func newInstance(s *Speaker, cfg *Instance) *instance {
 	} else {
 		in.dsts = []netip.Addr{s.cfg.Globals.McastGroup4}
 	}
-	in.tx = Advert{Version: uint8(cfg.Version), VRID: cfg.VirtualRouterID, Interval: cfg.AdvertInt, Addrs: in.vips}
+	in.adv = Advert{Version: uint8(cfg.Version), VRID: cfg.VirtualRouterID, Interval: cfg.AdvertInt, Addrs: in.vips}
 	if cfg.Version == 2 && cfg.AuthType == AuthPass {
-		in.tx.AuthType = AuthPass
-		in.tx.AuthData = in.auth
+		in.adv.AuthType = AuthPass
+		in.adv.AuthData = in.auth
 	}
 	in.buf = make([]byte, 0, headerLen+len(in.vips)*16+authDataLen)
 	return in
@@ -79,6 +99,148 @@ func (in *instance) resolveSource() error {
 	return nil
 }
 
+// rxOnBase: adverts for the instance arrive on its interface's shared conn:
+// without a vmac, or with unicast peers (addressed to the base's MAC).
+// Multicast adverts whose source MAC is the virtual MAC (a peer's vmac)
+// are handed by a private-mode macvlan only to the macvlan with that MAC,
+// so with a vmac they are read there.
+func (in *instance) rxOnBase() bool { return in.vmac == nil || len(in.cfg.UnicastPeers) > 0 }
+
+// txOnBase: adverts leave by the base interface without a vmac, with
+// vmac_xmit_base, and (as keepalived does) to unicast peers: from the vmac
+// the ARP request for a peer carries the virtual MAC as source, which the
+// peer's own private-mode vmac swallows, so the peer never answers.
+// Otherwise they leave by the vmac, so that switches learn where the
+// virtual MAC is (RFC 5798 §2.4).
+func (in *instance) txOnBase() bool {
+	return in.vmac == nil || in.cfg.VMACXmitBase || len(in.cfg.UnicastPeers) > 0
+}
+
+// attach makes the instance ready to speak on its interface: its source
+// address, its vmac if any, and its conns. On failure nothing is held.
+func (in *instance) attach() error {
+	s := in.s
+	if err := in.resolveSource(); err != nil {
+		return err
+	}
+	var held []*connState
+	fail := func(err error) error {
+		for _, cs := range held {
+			s.release(cs)
+		}
+		if in.vmac != nil {
+			_ = s.host.RemoveVMAC(*in.vmac)
+		}
+		return fmt.Errorf("vrrp: instance %s: %w", in.cfg.Name, err)
+	}
+	if in.vmac != nil {
+		if in.v6 {
+			in.vmac.LinkLocal = in.src
+		}
+		if err := s.host.SetupVMAC(*in.vmac); err != nil {
+			in.vmac.LinkLocal = netip.Addr{}
+			return fmt.Errorf("vrrp: instance %s: use_vmac %s: %w", in.cfg.Name, in.vmac.Name, err)
+		}
+		up, err := s.host.LinkUp(in.vmac.Name)
+		s.links[in.vmac.Name] = linkState{up: up && err == nil, exists: err == nil}
+	}
+	var base, own *connState
+	if in.rxOnBase() || in.txOnBase() {
+		k := connKey{in.cfg.Interface, in.v6}
+		cs, err := s.acquire(k, s.baseGroup[k], false)
+		if err != nil {
+			return fail(err)
+		}
+		held = append(held, cs)
+		base = cs
+	}
+	if !in.rxOnBase() || !in.txOnBase() {
+		var group netip.Addr
+		if !in.rxOnBase() {
+			group = in.dsts[0]
+		}
+		cs, err := s.acquire(connKey{in.vmac.Name, in.v6}, group, true)
+		if err != nil {
+			return fail(err)
+		}
+		held = append(held, cs)
+		own = cs
+	}
+	in.txc, in.rxc = base, base
+	if !in.txOnBase() {
+		in.txc = own
+	}
+	if !in.rxOnBase() {
+		in.rxc = own
+	}
+	in.rxc.byVRID[in.cfg.VirtualRouterID] = in
+	in.conns = held
+	in.attached = true
+	// Like keepalived, start from a clean interface: a VIP left by a
+	// crashed run must not answer while we are BACKUP (nor be taken for
+	// the primary address).
+	for _, v := range in.vipList {
+		_ = s.host.DelAddr(v)
+	}
+	if in.attachErr != "" {
+		s.log.Info("vrrp: instance attached to its interface", "instance", in.cfg.Name, "interface", in.cfg.Interface)
+		in.attachErr = ""
+	}
+	return nil
+}
+
+// detach releases the conns and, if removeVMAC, the vmac.
+func (in *instance) detach(removeVMAC bool) {
+	if !in.attached {
+		return
+	}
+	if in.rxc.byVRID[in.cfg.VirtualRouterID] == in {
+		in.rxc.byVRID[in.cfg.VirtualRouterID] = nil
+	}
+	for _, cs := range in.conns {
+		in.s.release(cs)
+	}
+	in.conns, in.txc, in.rxc = nil, nil, nil
+	in.attached = false
+	if removeVMAC && in.vmac != nil {
+		if err := in.s.host.RemoveVMAC(*in.vmac); err != nil && !errors.Is(err, ErrNoLink) {
+			in.s.log.Warn("vrrp: remove vmac", "instance", in.cfg.Name, "vmac", in.vmac.Name, "err", err)
+		}
+	}
+}
+
+// logAttach logs an attach failure once per distinct error.
+func (in *instance) logAttach(err error) {
+	if msg := err.Error(); msg != in.attachErr {
+		in.attachErr = msg
+		in.s.log.Warn("vrrp: instance waits in FAULT for its interface", "instance", in.cfg.Name, "err", err)
+	}
+}
+
+// followInterface detaches an instance whose interface (or vmac) vanished,
+// and attaches one whose interface is present.
+func (in *instance) followInterface(now time.Time) {
+	s := in.s
+	if in.attached {
+		if s.links[in.cfg.Interface].exists && (in.vmac == nil || s.links[in.vmac.Name].exists) {
+			return
+		}
+		in.logAttach(fmt.Errorf("interface %s or its vmac: %w", in.cfg.Interface, ErrNoLink))
+		if in.state != StateFault {
+			in.enterFault(now)
+		}
+		in.detach(true)
+		// Only the vmac went (an administrator deleted it): recreate it
+		// at once.
+	}
+	if !s.links[in.cfg.Interface].exists {
+		return
+	}
+	if err := in.attach(); err != nil {
+		in.logAttach(err)
+	}
+}
+
 // skew is Skew_Time: ((256 - Priority) * Master_Adver_Interval) / 256
 // (RFC 5798 §6.1; RFC 3768 uses the same with whole seconds).
 func (in *instance) skew() time.Duration {
@@ -96,10 +258,10 @@ func (in *instance) masterDown() time.Duration {
 // weight 0 means FAULT while down/failing; the owner's 255 never moves).
 func (in *instance) evalTracking() {
 	s := in.s
-	fault := !s.links[in.cfg.Interface]
+	fault := !in.attached || !s.links[in.cfg.Interface].up || in.vmac != nil && !s.links[in.vmac.Name].up
 	total := int(in.cfg.Priority)
 	for _, ti := range in.cfg.TrackInterfaces {
-		up := s.links[ti.Name]
+		up := s.links[ti.Name].up
 		switch {
 		case ti.Weight == 0 && !up:
 			fault = true
@@ -167,15 +329,18 @@ func (in *instance) setState(st State) {
 }
 
 func (in *instance) send(now time.Time, prio uint8) {
-	in.tx.Priority = prio
+	if in.txc == nil || !in.s.links[in.txc.key.ifname].exists {
+		return // detached, or the interface just vanished
+	}
+	in.adv.Priority = prio
 	for _, dst := range in.dsts {
-		b, err := in.tx.Append(in.buf[:0], in.src, dst)
+		b, err := in.adv.Append(in.buf[:0], in.src, dst)
 		if err != nil {
 			in.s.log.Error("vrrp: encode advert", "instance", in.cfg.Name, "err", err)
 			return
 		}
 		in.buf = b
-		if err := in.conn.conn.Send(b, in.src, dst); err != nil {
+		if err := in.txc.conn.Send(b, in.src, dst); err != nil {
 			in.s.log.Warn("vrrp: send advert", "instance", in.cfg.Name, "dst", dst, "err", err)
 			continue
 		}
@@ -295,7 +460,7 @@ func (in *instance) garpRefresh() time.Duration {
 }
 
 func (in *instance) addVIPs() {
-	for _, v := range in.cfg.VirtualIPAddresses {
+	for _, v := range in.vipList {
 		if err := in.s.host.AddAddr(v); err != nil {
 			in.s.log.Error("vrrp: add virtual address", "instance", in.cfg.Name, "addr", v.Prefix, "dev", v.Dev, "err", err)
 		}
@@ -303,7 +468,7 @@ func (in *instance) addVIPs() {
 }
 
 func (in *instance) delVIPs() {
-	for _, v := range in.cfg.VirtualIPAddresses {
+	for _, v := range in.vipList {
 		if err := in.s.host.DelAddr(v); err != nil {
 			in.s.log.Warn("vrrp: remove virtual address", "instance", in.cfg.Name, "addr", v.Prefix, "dev", v.Dev, "err", err)
 		}
@@ -312,7 +477,7 @@ func (in *instance) delVIPs() {
 
 func (in *instance) announce(n int) {
 	for range n {
-		for _, v := range in.cfg.VirtualIPAddresses {
+		for _, v := range in.vipList {
 			if err := in.s.host.Announce(v.Dev, v.Prefix.Addr()); err != nil {
 				in.s.log.Warn("vrrp: gratuitous announce", "instance", in.cfg.Name, "addr", v.Prefix, "err", err)
 				return
@@ -394,7 +559,7 @@ func (in *instance) check(p *Packet, a *Advert) DropReason {
 		return DropVersion
 	}
 	if a.Version == 2 {
-		if a.AuthType != in.tx.AuthType {
+		if a.AuthType != in.adv.AuthType {
 			return DropAuthType
 		}
 		if a.AuthType == AuthPass && a.AuthData != in.auth {
@@ -414,7 +579,13 @@ func (in *instance) check(p *Packet, a *Advert) DropReason {
 func (s *Speaker) handlePacket(cs *connState, p *Packet, now time.Time) {
 	var in *instance
 	if len(p.Data) > offVRID {
-		in = cs.byVRID[p.Data[offVRID]]
+		vrid := p.Data[offVRID]
+		in = cs.byVRID[vrid]
+		if in == nil && (cs.vmac || s.vmacRx[cs.key] != nil && s.vmacRx[cs.key][vrid]) {
+			// A vmac hears the whole LAN, and the base hears a vmac
+			// instance's peers too: each packet is judged on one conn.
+			return
+		}
 	}
 	var rx *Advert
 	if in != nil {

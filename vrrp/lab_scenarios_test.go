@@ -3,6 +3,7 @@ package vrrp
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,10 +48,52 @@ type failover struct {
 	crashTO    time.Duration
 }
 
-// slackFor is added to every protocol bound in lab assertions, because CI
-// machines are noisy (a 2-core box at load 14 delayed a v2 takeover by
-// 0.8 s here); the measured figures are always logged.
-func slackFor(adv time.Duration) time.Duration { return 500*time.Millisecond + adv/2 }
+// Failover bounds. The bounds (graceful stop: Skew_Time + 100ms;
+// crash or partition: Master_Down_Interval + 100ms) are asserted on the
+// median of a test's handovers (checkMedians), so that one handover
+// delayed by a loaded CI box (a 2-core box at load 14 once delayed a v2
+// takeover by 0.8s) does not fail the run while a systematic overshoot
+// does; each single handover may exceed its bound by labSlack. The
+// measured figures are always logged (logTable).
+const labSlack = 250 * time.Millisecond
+
+func gracefulBound(adv time.Duration) time.Duration { return skewOf(100, adv) + 100*time.Millisecond }
+func crashBound(adv time.Duration) time.Duration    { return mdi(100, adv) + 100*time.Millisecond }
+
+// slackFor is the slack of the other lab bounds (scripts, sync groups,
+// preempt_delay), which are not the issue's.
+func slackFor(time.Duration) time.Duration { return labSlack }
+
+// checkMedians asserts the bounds on the medians of rows.
+func checkMedians(t *testing.T, rows []failover, adv time.Duration) {
+	t.Helper()
+	if len(rows) == 0 {
+		return
+	}
+	var g, c []time.Duration
+	for _, r := range rows {
+		g, c = append(g, r.gracefulTO), append(c, r.crashTO)
+	}
+	gm, cm := median(g), median(c)
+	t.Logf("medians over %d pairs: graceful %v (bound %v), crash %v (bound %v)",
+		len(rows), gm.Round(time.Millisecond), gracefulBound(adv), cm.Round(time.Millisecond), crashBound(adv))
+	if gm > gracefulBound(adv) {
+		t.Errorf("median graceful takeover %v > Skew_Time+100ms = %v", gm, gracefulBound(adv))
+	}
+	if cm > crashBound(adv) {
+		t.Errorf("median crash/partition takeover %v > Master_Down_Interval+100ms = %v", cm, crashBound(adv))
+	}
+}
+
+func median(d []time.Duration) time.Duration {
+	d = slices.Clone(d)
+	slices.Sort(d)
+	n := len(d)
+	if n%2 == 1 {
+		return d[n/2]
+	}
+	return (d[n/2-1] + d[n/2]) / 2
+}
 
 // runPair exercises one master/backup pair: convergence, graceful stop and
 // return (preemption), then a crash (kill -9) or a silent partition
@@ -65,7 +108,7 @@ func runPair(t *testing.T, l *vrrpLab, kindM, kindB string, v int, adv time.Dura
 		return ms
 	}
 	res := failover{pair: fmt.Sprintf("%s MASTER → %s BACKUP", kindM, kindB)}
-	slack := slackFor(adv)
+	slack := labSlack
 	mdiB := mdi(100, adv)
 	t0 := time.Now()
 	b := l.start(kindB, 1, labConfig(v, adv, 100, false, 1, modFor(1)...))
@@ -94,7 +137,7 @@ func runPair(t *testing.T, l *vrrpLab, kindM, kindB string, v int, adv time.Dura
 	t.Logf("%s: stop at %s, priority 0 seen at %s, backup alone at %s", res.pair,
 		tStop.Format("15:04:05.000"), last.at.Format("15:04:05.000"), take.Format("15:04:05.000"))
 	res.graceful = l.probe.firstReplyAfter(t, take, 5*time.Second).Sub(last.at)
-	if bound := skewOf(100, adv) + 100*time.Millisecond; res.gracefulTO > bound+slack {
+	if bound := gracefulBound(adv); res.gracefulTO > bound+slack {
 		t.Errorf("%s: graceful takeover took %v, want ≤ skew+100ms = %v (+%v slack)", res.pair, res.gracefulTO, bound, slack)
 	}
 
@@ -124,14 +167,17 @@ func runPair(t *testing.T, l *vrrpLab, kindM, kindB string, v int, adv time.Dura
 	// In a partition dir1 keeps the VIP behind its dead port: wait for
 	// dir2 to hold it, whatever dir1 does.
 	take = l.mon.waitHold(t, 1, tCrash, mdiB+5*time.Second)
-	last, _ = l.sniff[1].lastFrom(labDirAddr[0], tCrash.Add(time.Millisecond))
+	// The last advert the backup heard before taking over: one still in
+	// flight while the port was being disabled counts (taking the last
+	// one before tCrash overstated a unicast takeover by an advert).
+	last, _ = l.sniff[1].lastFrom(labDirAddr[0], take)
 	res.crashTO = take.Sub(last.at)
 	t.Logf("%s: %s at %s, last advert seen at %s, backup holds at %s", res.pair, crashMode,
 		tCrash.Format("15:04:05.000"), last.at.Format("15:04:05.000"), take.Format("15:04:05.000"))
 	res.crash = l.probe.firstReplyAfter(t, take, 10*time.Second).Sub(last.at)
-	if res.crashTO > mdiB+100*time.Millisecond+slack {
+	if res.crashTO > crashBound(adv)+slack {
 		t.Errorf("%s: takeover after %s took %v, want ≤ Master_Down_Interval+100ms = %v (+%v slack)",
-			res.pair, crashMode, res.crashTO, mdiB+100*time.Millisecond, slack)
+			res.pair, crashMode, res.crashTO, crashBound(adv), slack)
 	}
 	if res.crashTO < 2*adv {
 		t.Errorf("%s: takeover after %s took only %v; the backup should wait Master_Down_Interval %v", res.pair, crashMode, res.crashTO, mdiB)
@@ -176,6 +222,7 @@ func TestLabV2PassMulticast(t *testing.T) {
 		}
 	}
 	logTable(t, "VRRPv2 advert_int 1s, PASS, multicast, crash = kill -9", rows)
+	checkMedians(t, rows, time.Second)
 }
 
 // TestLabV3Fast: VRRPv3, advert_int 0.1 s, multicast; the crash is a
@@ -190,6 +237,7 @@ func TestLabV3Fast(t *testing.T) {
 		}
 	}
 	logTable(t, "VRRPv3 advert_int 0.1s, multicast, crash = bridge port disabled", rows)
+	checkMedians(t, rows, 100*time.Millisecond)
 }
 
 // TestLabV3Unicast: VRRPv3 advert_int 0.1 s over unicast_peer.
@@ -203,4 +251,5 @@ func TestLabV3Unicast(t *testing.T) {
 		}
 	}
 	logTable(t, "VRRPv3 advert_int 0.1s, unicast peers", rows)
+	checkMedians(t, rows, 100*time.Millisecond)
 }

@@ -82,11 +82,12 @@ type speakerProc struct {
 	dir   string
 	proc  *netlab.Proc
 	stats string
+	env   []string // extra environment for the xvs helper
 }
 
-func (l *vrrpLab) start(kind string, dir int, cfg Config) *speakerProc {
+func (l *vrrpLab) start(kind string, dir int, cfg Config, env ...string) *speakerProc {
 	l.t.Helper()
-	sp := &speakerProc{kind: kind, host: l.dirs[dir], cfg: cfg, dir: l.t.TempDir()}
+	sp := &speakerProc{kind: kind, host: l.dirs[dir], cfg: cfg, dir: l.t.TempDir(), env: env}
 	sp.run(l.t)
 	return sp
 }
@@ -109,7 +110,8 @@ func (sp *speakerProc) run(t *testing.T) {
 		if err := os.WriteFile(conf, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		sp.proc = sp.host.Start(t, exe, "vrrp-helper", conf, sp.stats)
+		args := append(append([]string{}, sp.env...), exe, "vrrp-helper", conf, sp.stats)
+		sp.proc = sp.host.Start(t, "env", args...)
 	case "keepalived":
 		conf := filepath.Join(sp.dir, "keepalived.conf")
 		if err := os.WriteFile(conf, []byte(keepalivedConf(sp.cfg)), 0o644); err != nil {
@@ -147,6 +149,9 @@ func (sp *speakerProc) stop(t *testing.T) {
 		t.Errorf("%s on %s did not stop within 10s of SIGTERM", sp.kind, sp.host.Base)
 		_ = sp.proc.Signal(syscall.SIGKILL)
 		<-sp.proc.Done()
+	}
+	if strings.Contains(sp.proc.Log(), "WARNING: DATA RACE") {
+		t.Errorf("%s on %s reported a data race (go test -race):\n%s", sp.kind, sp.host.Base, sp.proc.Log())
 	}
 }
 
@@ -189,15 +194,21 @@ func (sp *speakerProc) checkLog(t *testing.T) {
 // readStats reads the xvs helper's last stats snapshot.
 func (sp *speakerProc) readStats(t *testing.T) Stats {
 	t.Helper()
-	var st Stats
-	b, err := os.ReadFile(sp.stats)
+	st, err := readStatsFile(sp.stats)
 	if err != nil {
 		t.Fatalf("stats of %s: %v", sp.host.Base, err)
 	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatalf("stats of %s: %v", sp.host.Base, err)
-	}
 	return st
+}
+
+func readStatsFile(path string) (Stats, error) {
+	var st Stats
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return st, err
+	}
+	err = json.Unmarshal(b, &st)
+	return st, err
 }
 
 // keepalivedConf renders cfg as keepalived.conf (the subset the tests use).
@@ -238,6 +249,12 @@ func keepalivedConf(cfg Config) string {
 				fmt.Fprintf(&b, "        %s\n", p)
 			}
 			b.WriteString("    }\n")
+		}
+		if in.UseVMAC {
+			fmt.Fprintf(&b, "    use_vmac %s\n", in.VMACName)
+			if in.VMACXmitBase {
+				b.WriteString("    vmac_xmit_base\n")
+			}
 		}
 		b.WriteString("    virtual_ipaddress {\n")
 		for _, v := range in.VirtualIPAddresses {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -23,21 +24,22 @@ import (
 // announcements. Sockets are opened in the namespace of the thread that
 // first uses them.
 type LinuxHost struct {
-	mu   sync.Mutex // guards the caches below
-	arps map[string]*arp.Client
-	na   *ipv6.PacketConn
+	mu    sync.Mutex // guards the fields below
+	arps  map[string]*arp.Client
+	na    *ipv6.PacketConn
+	bases map[string]*baseConf // interfaces under a vmac → saved settings
 }
 
 // NewLinuxHost returns the host for the current network namespace.
 func NewLinuxHost() *LinuxHost {
-	return &LinuxHost{arps: map[string]*arp.Client{}}
+	return &LinuxHost{arps: map[string]*arp.Client{}, bases: map[string]*baseConf{}}
 }
 
 // Open implements Host with a raw protocol-112 socket bound to ifname.
 func (h *LinuxHost) Open(ifname string, v6 bool, group netip.Addr) (Conn, error) {
-	ifi, err := net.InterfaceByName(ifname)
+	ifi, err := interfaceByName(ifname)
 	if err != nil {
-		return nil, fmt.Errorf("interface %s: %w", ifname, err)
+		return nil, err
 	}
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
@@ -194,9 +196,9 @@ func (c *conn6) Close() error { return c.pc.Close() }
 // PrimaryAddr implements Host: the first IPv4 address of ifname, or its
 // IPv6 link-local address (RFC 5798 §5.1.2.2 wants link-local for v6).
 func (h *LinuxHost) PrimaryAddr(ifname string, v6 bool) (netip.Addr, error) {
-	link, err := netlink.LinkByName(ifname)
+	link, err := linkByName(ifname)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("link %s: %w", ifname, err)
+		return netip.Addr{}, err
 	}
 	fam := netlink.FAMILY_V4
 	if v6 {
@@ -220,14 +222,14 @@ func (h *LinuxHost) PrimaryAddr(ifname string, v6 bool) (netip.Addr, error) {
 		}
 		return ip, nil
 	}
-	return netip.Addr{}, fmt.Errorf("%s has no usable %s address", ifname, map[bool]string{false: "IPv4", true: "IPv6 link-local"}[v6])
+	return netip.Addr{}, fmt.Errorf("%s: %w (%s)", ifname, ErrNoAddr, map[bool]string{false: "IPv4", true: "IPv6 link-local"}[v6])
 }
 
 // LinkUp implements Host: administratively up and carrier present.
 func (h *LinuxHost) LinkUp(ifname string) (bool, error) {
-	link, err := netlink.LinkByName(ifname)
+	link, err := linkByName(ifname)
 	if err != nil {
-		return false, fmt.Errorf("link %s: %w", ifname, err)
+		return false, err
 	}
 	a := link.Attrs()
 	if a.Flags&net.FlagUp == 0 {
@@ -236,10 +238,34 @@ func (h *LinuxHost) LinkUp(ifname string) (bool, error) {
 	return a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown, nil
 }
 
-func vipAddr(v VIP) (netlink.Link, *netlink.Addr, error) {
-	link, err := netlink.LinkByName(v.Dev)
+// linkByName wraps ErrNoLink when ifname does not exist.
+func linkByName(ifname string) (netlink.Link, error) {
+	link, err := netlink.LinkByName(ifname)
 	if err != nil {
-		return nil, nil, fmt.Errorf("link %s: %w", v.Dev, err)
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil, fmt.Errorf("link %s: %w", ifname, ErrNoLink)
+		}
+		return nil, fmt.Errorf("link %s: %w", ifname, err)
+	}
+	return link, nil
+}
+
+func interfaceByName(ifname string) (*net.Interface, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		if _, lerr := linkByName(ifname); errors.Is(lerr, ErrNoLink) {
+			return nil, lerr
+		}
+		return nil, fmt.Errorf("interface %s: %w", ifname, err)
+	}
+	return ifi, nil
+}
+
+func vipAddr(v VIP) (netlink.Link, *netlink.Addr, error) {
+	link, err := linkByName(v.Dev)
+	if err != nil {
+		return nil, nil, err
 	}
 	p := v.Prefix
 	if p.Bits() < 0 {
@@ -268,9 +294,13 @@ func (h *LinuxHost) AddAddr(v VIP) error {
 	return nil
 }
 
-// DelAddr implements Host; an address already gone is not an error.
+// DelAddr implements Host; an address already gone (or gone with its
+// interface) is not an error.
 func (h *LinuxHost) DelAddr(v VIP) error {
 	link, a, err := vipAddr(v)
+	if errors.Is(err, ErrNoLink) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -284,9 +314,9 @@ func (h *LinuxHost) DelAddr(v VIP) error {
 // VIP, broadcast) or an unsolicited NA to ff02::1 with the Override flag
 // (RFC 4861 §7.2.6).
 func (h *LinuxHost) Announce(dev string, ip netip.Addr) error {
-	ifi, err := net.InterfaceByName(dev)
+	ifi, err := interfaceByName(dev)
 	if err != nil {
-		return fmt.Errorf("interface %s: %w", dev, err)
+		return err
 	}
 	if ip.Is4() {
 		c, err := h.arpClient(ifi)
@@ -336,14 +366,23 @@ func naBody(ip netip.Addr, mac net.HardwareAddr) []byte {
 func (h *LinuxHost) arpClient(ifi *net.Interface) (*arp.Client, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if c := h.arps[ifi.Name]; c != nil {
+	// Keyed by index too: a vmac or interface recreated under the same
+	// name is a new link, and the old socket would write nowhere.
+	key := fmt.Sprintf("%s/%d", ifi.Name, ifi.Index)
+	if c := h.arps[key]; c != nil {
 		return c, nil
+	}
+	for k, c := range h.arps {
+		if strings.HasPrefix(k, ifi.Name+"/") {
+			c.Close() // the link it was bound to is gone
+			delete(h.arps, k)
+		}
 	}
 	c, err := arp.Dial(ifi)
 	if err != nil {
 		return nil, fmt.Errorf("ARP socket on %s: %w", ifi.Name, err)
 	}
-	h.arps[ifi.Name] = c
+	h.arps[key] = c
 	return c, nil
 }
 

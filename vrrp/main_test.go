@@ -38,7 +38,13 @@ func helperMain(args []string) int {
 		return 1
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	sp, err := New(cfg, WithLogger(log))
+	opts := []Option{WithLogger(log)}
+	// VRRP_HELPER_LINK_POLL slows the link poll so that a test can tell
+	// the netlink subscription's work from the poll's.
+	if d, err := time.ParseDuration(os.Getenv("VRRP_HELPER_LINK_POLL")); err == nil {
+		opts = append(opts, WithLinkPoll(d))
+	}
+	sp, err := New(cfg, opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

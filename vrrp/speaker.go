@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,48 @@ type Host interface {
 	// Announce sends one gratuitous ARP (IPv4) or unsolicited neighbour
 	// advertisement (IPv6) for ip out of dev.
 	Announce(dev string, ip netip.Addr) error
+	// SetupVMAC creates (or adopts) the macvlan v, applies the interface
+	// settings keepalived applies and brings it up.
+	SetupVMAC(v VMAC) error
+	// RemoveVMAC deletes the macvlan v and restores its base's settings.
+	RemoveVMAC(v VMAC) error
 }
+
+// LinkWatcher is implemented by hosts that can report link changes as they
+// happen (netlink on Linux); polling remains as a fallback.
+type LinkWatcher interface {
+	// WatchLinks calls changed, from its own goroutine, after any link is
+	// added, removed or changes state, until done is closed.
+	WatchLinks(done <-chan struct{}, changed func()) error
+}
+
+// VMAC is one use_vmac interface.
+type VMAC struct {
+	Name string           // the macvlan's name (use_vmac NAME, default vrrp.VRID)
+	Base string           // the instance's interface
+	MAC  net.HardwareAddr // 00:00:5e:00:01:VRID, or 00:00:5e:00:02:VRID for IPv6
+	V6   bool
+	// LinkLocal (IPv6 only) is the base's link-local address; it is added
+	// to the macvlan so that adverts leave from it with the virtual MAC
+	// (RFC 5798 §7.4: the virtual router has no link-local of its own).
+	LinkLocal netip.Addr
+}
+
+// vmacAddr is the virtual router MAC of RFC 5798 §7.3.
+func vmacAddr(vrid uint8, v6 bool) net.HardwareAddr {
+	if v6 {
+		return net.HardwareAddr{0, 0, 0x5e, 0, 2, vrid}
+	}
+	return net.HardwareAddr{0, 0, 0x5e, 0, 1, vrid}
+}
+
+// ErrNoLink is wrapped by Host errors about an interface that does not
+// exist; such an instance waits in FAULT for the interface to appear.
+var ErrNoLink = errors.New("no such interface")
+
+// ErrNoAddr is wrapped by PrimaryAddr when the interface has no usable
+// address yet; the instance waits in FAULT, as keepalived's does.
+var ErrNoAddr = errors.New("no usable address")
 
 // Clock is the time source of the state machine.
 type Clock interface {
@@ -75,8 +117,11 @@ func WithStateHook(fn func(instance string, s State)) Option {
 }
 
 // WithLinkPoll sets how often link state is polled for track_interface and
-// the instances' own interfaces (default 100ms).
-func WithLinkPoll(d time.Duration) Option { return func(s *Speaker) { s.linkPoll = d } }
+// the instances' own interfaces. The default is 100ms, or 1s while the
+// host's [LinkWatcher] reports changes as they happen.
+func WithLinkPoll(d time.Duration) Option {
+	return func(s *Speaker) { s.linkPoll, s.pollSet = d, true }
+}
 
 // InstanceStats are one instance's counters.
 type InstanceStats struct {
@@ -125,6 +170,17 @@ type connState struct {
 	conn   Conn
 	byVRID [256]*instance
 	logged [numDropReasons]bool
+	users  int  // instances using it; closed at zero
+	closed bool // its readLoop's queued packets are stale
+	// vmac is set on an instance's own macvlan conn, which hears every
+	// advert on the LAN; other VRIDs are counted on the base conn.
+	vmac bool
+}
+
+// linkState is what the last poll saw of one interface.
+type linkState struct {
+	up     bool
+	exists bool
 }
 
 type group struct {
@@ -156,6 +212,11 @@ type Speaker struct {
 	log      *slog.Logger
 	onState  func(string, State)
 	linkPoll time.Duration
+	pollSet  bool // WithLinkPoll was given
+
+	live     bool           // Run is running: opened conns get a readLoop
+	wg       sync.WaitGroup // readLoops and script loops
+	linkKick chan struct{}  // the link watcher saw a change
 
 	events  chan event
 	stopCh  chan struct{}
@@ -176,8 +237,10 @@ type Speaker struct {
 	groups       []*group
 	conns        []*connState
 	scripts      map[string]*scriptState
-	links        map[string]bool
+	links        map[string]linkState
 	linkAt       time.Time
+	baseGroup    map[connKey]netip.Addr // group the shared conn joins
+	vmacRx       map[connKey]*[256]bool // VRIDs read on a vmac instead
 	unattributed [numDropReasons]uint64
 	started      bool
 	finished     bool
@@ -208,16 +271,19 @@ func New(cfg Config, opts ...Option) (*Speaker, error) {
 		return nil, err
 	}
 	s := &Speaker{
-		cfg:      ncfg,
-		clock:    realClock{},
-		log:      slog.Default(),
-		linkPoll: 100 * time.Millisecond,
-		events:   make(chan event, 256),
-		stopCh:   make(chan struct{}),
-		running:  make(chan struct{}),
-		byName:   map[string]*instance{},
-		scripts:  map[string]*scriptState{},
-		links:    map[string]bool{},
+		cfg:       ncfg,
+		clock:     realClock{},
+		log:       slog.Default(),
+		linkPoll:  100 * time.Millisecond,
+		events:    make(chan event, 256),
+		stopCh:    make(chan struct{}),
+		running:   make(chan struct{}),
+		byName:    map[string]*instance{},
+		scripts:   map[string]*scriptState{},
+		links:     map[string]linkState{},
+		linkKick:  make(chan struct{}, 1),
+		baseGroup: map[connKey]netip.Addr{},
+		vmacRx:    map[connKey]*[256]bool{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -233,9 +299,23 @@ func New(cfg Config, opts ...Option) (*Speaker, error) {
 		in := newInstance(s, &s.cfg.Instances[i])
 		s.insts = append(s.insts, in)
 		s.byName[in.cfg.Name] = in
-		s.links[in.cfg.Interface] = true
+		// Links start as up: the first poll logs only what is not.
+		s.links[in.cfg.Interface] = linkState{up: true, exists: true}
 		for _, ti := range in.cfg.TrackInterfaces {
-			s.links[ti.Name] = true
+			s.links[ti.Name] = linkState{up: true, exists: true}
+		}
+		if in.vmac != nil {
+			s.links[in.vmac.Name] = linkState{}
+		}
+		k := connKey{in.cfg.Interface, in.v6}
+		if in.rxOnBase() && len(in.cfg.UnicastPeers) == 0 {
+			s.baseGroup[k] = in.dsts[0]
+		}
+		if !in.rxOnBase() {
+			if s.vmacRx[k] == nil {
+				s.vmacRx[k] = new([256]bool)
+			}
+			s.vmacRx[k][in.cfg.VirtualRouterID] = true
 		}
 	}
 	for i := range s.cfg.SyncGroups {
@@ -250,47 +330,31 @@ func New(cfg Config, opts ...Option) (*Speaker, error) {
 	return s, nil
 }
 
-// start opens the conns and sets every instance's initial state
-// (RFC 5798 §6.4.1 with keepalived's handling of `state MASTER`).
+// start attaches every instance to its interface and sets its initial
+// state (RFC 5798 §6.4.1 with keepalived's handling of `state MASTER`). An
+// instance whose interface is missing, or has no address yet, starts in
+// FAULT and is attached when the interface appears; other errors fail.
 func (s *Speaker) start() error {
 	s.mu.Lock()
 	defer s.unlockAndNotify()
-	conns := map[connKey]*connState{}
+	now := s.clock.Now()
+	s.pollLinks(now)
 	for _, in := range s.insts {
-		k := connKey{in.cfg.Interface, in.v6}
-		cs := conns[k]
-		if cs == nil {
-			group := s.cfg.Globals.McastGroup4
-			if in.v6 {
-				group = s.cfg.Globals.McastGroup6
-			}
-			if len(in.cfg.UnicastPeers) > 0 {
-				group = netip.Addr{}
-			}
-			c, err := s.host.Open(in.cfg.Interface, in.v6, group)
-			if err != nil {
-				s.closeConns()
-				return fmt.Errorf("vrrp: instance %s: open %s: %w", in.cfg.Name, in.cfg.Interface, err)
-			}
-			cs = &connState{key: k, conn: c}
-			conns[k] = cs
-			s.conns = append(s.conns, cs)
+		if !s.links[in.cfg.Interface].exists {
+			in.logAttach(fmt.Errorf("interface %s: %w", in.cfg.Interface, ErrNoLink))
+			continue
 		}
-		cs.byVRID[in.cfg.VirtualRouterID] = in
-		in.conn = cs
-		// Like keepalived, start from a clean interface: a VIP left by a
-		// crashed run must not answer while we are BACKUP (nor be taken
-		// for the primary address).
-		for _, v := range in.cfg.VirtualIPAddresses {
-			_ = s.host.DelAddr(v)
-		}
-		if err := in.resolveSource(); err != nil {
-			s.closeConns()
+		if err := in.attach(); err != nil {
+			if errors.Is(err, ErrNoLink) || errors.Is(err, ErrNoAddr) {
+				in.logAttach(err)
+				continue
+			}
+			for _, o := range s.insts {
+				o.detach(false)
+			}
 			return err
 		}
 	}
-	now := s.clock.Now()
-	s.pollLinks(now)
 	for _, in := range s.insts {
 		in.evalTracking()
 	}
@@ -302,6 +366,47 @@ func (s *Speaker) start() error {
 		s.syncGroupState(g)
 	}
 	return nil
+}
+
+// acquire returns the conn on (ifname, v6), opening it if needed.
+// vmac marks an instance's own macvlan conn.
+func (s *Speaker) acquire(k connKey, group netip.Addr, vmac bool) (*connState, error) {
+	for _, cs := range s.conns {
+		if cs.key == k {
+			cs.users++
+			return cs, nil
+		}
+	}
+	c, err := s.host.Open(k.ifname, k.v6, group)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", k.ifname, err)
+	}
+	cs := &connState{key: k, conn: c, users: 1, vmac: vmac}
+	s.conns = append(s.conns, cs)
+	if s.live {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.readLoop(cs)
+		}()
+	}
+	return cs, nil
+}
+
+// release drops one user of cs and closes it after the last.
+func (s *Speaker) release(cs *connState) {
+	cs.users--
+	if cs.users > 0 {
+		return
+	}
+	cs.closed = true
+	cs.conn.Close()
+	for i, c := range s.conns {
+		if c == cs {
+			s.conns = append(s.conns[:i], s.conns[i+1:]...)
+			break
+		}
+	}
 }
 
 func (s *Speaker) closeConns() {
@@ -317,22 +422,21 @@ func (s *Speaker) Run(ctx context.Context) error {
 		return errors.New("vrrp: Run called twice")
 	}
 	defer close(s.running)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.watchLinks(sctx.Done())
+	s.mu.Lock()
+	s.live = true
+	s.mu.Unlock()
 	if err := s.start(); err != nil {
+		cancel()
+		s.wg.Wait()
 		return err
 	}
-	var wg sync.WaitGroup
-	for _, cs := range s.conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.readLoop(cs)
-		}()
-	}
-	sctx, cancel := context.WithCancel(ctx)
 	for _, sc := range s.scripts {
-		wg.Add(1)
+		s.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer s.wg.Done()
 			s.scriptLoop(sctx, sc.cfg)
 		}()
 	}
@@ -340,7 +444,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 	}
 	cancel()
 	s.shutdown(true)
-	wg.Wait()
+	s.wg.Wait()
 	s.flushNotify()
 	return nil
 }
@@ -361,6 +465,8 @@ func (s *Speaker) runOnce(ctx context.Context) bool {
 		return false
 	case ev := <-s.events:
 		s.handle(ev)
+	case <-s.linkKick:
+		s.linksChanged()
 	case <-s.clock.After(d):
 		s.tick()
 	}
@@ -402,6 +508,9 @@ func (s *Speaker) shutdown(graceful bool) {
 		}
 		for _, g := range s.groups {
 			s.notifyGroup(g, StateStop)
+		}
+		for _, in := range s.insts {
+			in.detach(true)
 		}
 	}
 	s.closeConns()
@@ -467,6 +576,9 @@ func (s *Speaker) handle(ev event) {
 	}
 	now := s.clock.Now()
 	if ev.cs != nil {
+		if ev.cs.closed {
+			return
+		}
 		s.handlePacket(ev.cs, &ev.pkt, now)
 		return
 	}
@@ -482,7 +594,9 @@ func (s *Speaker) tick() {
 	}
 	now := s.clock.Now()
 	if !now.Before(s.linkAt) {
-		if s.pollLinks(now) {
+		// Detached instances retry on every poll: an address may have
+		// appeared, which is not a link event.
+		if s.pollLinks(now) || s.anyDetached() {
 			s.reevaluate(now)
 		}
 	}
@@ -509,16 +623,58 @@ func (s *Speaker) pollLinks(now time.Time) bool {
 	changed := false
 	for name, was := range s.links {
 		up, err := s.host.LinkUp(name)
-		if err != nil {
-			up = false
-		}
-		if up != was {
-			s.log.Info("vrrp: link state changed", "interface", name, "up", up)
-			s.links[name] = up
+		st := linkState{up: up && err == nil, exists: err == nil || !errors.Is(err, ErrNoLink)}
+		if st != was {
+			s.log.Info("vrrp: link state changed", "interface", name, "up", st.up, "exists", st.exists)
+			s.links[name] = st
 			changed = true
 		}
 	}
 	return changed
+}
+
+// linksChanged handles a report from the link watcher.
+func (s *Speaker) linksChanged() {
+	s.mu.Lock()
+	defer s.unlockAndNotify()
+	if s.finished || !s.started {
+		return
+	}
+	now := s.clock.Now()
+	if s.pollLinks(now) || s.anyDetached() {
+		s.reevaluate(now)
+	}
+}
+
+func (s *Speaker) anyDetached() bool {
+	for _, in := range s.insts {
+		if !in.attached {
+			return true
+		}
+	}
+	return false
+}
+
+// watchLinks subscribes to link changes if the host can; the poll then
+// only backs it up (and retries detached instances).
+func (s *Speaker) watchLinks(done <-chan struct{}) {
+	w, ok := s.host.(LinkWatcher)
+	if !ok {
+		return
+	}
+	err := w.WatchLinks(done, func() {
+		select {
+		case s.linkKick <- struct{}{}:
+		default: // one pending kick re-reads every link
+		}
+	})
+	if err != nil {
+		s.log.Warn("vrrp: cannot subscribe to link changes; polling only", "every", s.linkPoll, "err", err)
+		return
+	}
+	if !s.pollSet {
+		s.linkPoll = time.Second
+	}
 }
 
 // scriptResult applies rise/fall hysteresis to one script run.
@@ -560,6 +716,9 @@ func (s *Speaker) scriptResult(name string, ok bool, now time.Time) {
 // reevaluate recomputes priorities and faults after a tracked object changed,
 // and moves instances (and their sync groups) in or out of FAULT.
 func (s *Speaker) reevaluate(now time.Time) {
+	for _, in := range s.insts {
+		in.followInterface(now)
+	}
 	for _, in := range s.insts {
 		in.evalTracking()
 	}

@@ -148,6 +148,40 @@ func (d *Director) SetNATReals(keys []RealKey) error {
 	return nil
 }
 
+// SetLocalAddrs makes the local_addrs map hold exactly addrs: the
+// director's own addresses, whose traffic goes to the kernel unless a
+// service claims it (replies to its health checks from NAT real servers).
+func (d *Director) SetLocalAddrs(addrs []netip.Addr) error {
+	m := d.objs.LocalAddrs
+	want := make(map[[16]byte]struct{}, len(addrs))
+	one := uint32(1)
+	for _, a := range addrs {
+		k := a.Unmap().As16()
+		want[k] = struct{}{}
+		if err := m.Update(&k, &one, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("local_addrs map: add %v: %w", a, err)
+		}
+	}
+	var stale [][16]byte
+	var k [16]byte
+	var v uint32
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("local_addrs map: iterate: %w", err)
+	}
+	for _, k := range stale {
+		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("local_addrs map: delete %v: %w", netip.AddrFrom16(k).Unmap(), err)
+		}
+	}
+	return nil
+}
+
 // RegisterSocket puts an AF_XDP socket into the XSKMAP slot of its RX queue.
 func (d *Director) RegisterSocket(queue int, fd int) error {
 	q, v := uint32(queue), uint32(fd)

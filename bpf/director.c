@@ -10,7 +10,10 @@
 //     (port 0 in the map = every port of that address), and
 //   - packets whose source (address, protocol, port) is in `nat_reals`
 //     (replies from NAT real servers; port 0 = any port of that real server).
-// Passed to the kernel: everything else (ARP, VRRP, ICMP to the VIP,
+// Passed to the kernel: packets to the director's own addresses (the
+// `local_addrs` map: health-check replies, management) unless a service
+// claims them, ICMP from NAT real servers other than errors (ping replies),
+// and everything else (ARP, VRRP, ICMP to the VIP,
 // management traffic, health-check replies) and malformed headers, which are
 // never read past the end of the packet.
 
@@ -56,6 +59,16 @@ struct {
 	__type(key, struct flow_key);
 	__type(value, __u32);
 } nat_reals SEC(".maps");
+
+// The director's own addresses (IPv4-mapped or IPv6), as struct flow_key's
+// addr: replies to its own health checks come from NAT real servers' service
+// ports and must reach the kernel, not the dataplane.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u8[16]);
+	__type(value, __u32);
+} local_addrs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -202,7 +215,17 @@ int xvs_director(struct xdp_md *ctx)
 			sk.port = ports[0];
 			dk.port = ports[1];
 		}
-	} else if (l4 != IPPROTO_ICMP && l4 != IPPROTO_ICMPV6) {
+	} else if (l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6) {
+		// Only ICMP errors concern a NATed flow: destination unreachable,
+		// time exceeded, parameter problem (ICMPv6: types 1-4).
+		__u8 *icmp = l4p;
+		if ((void *)(icmp + 1) > end)
+			return malformed();
+		__u8 t = icmp[0];
+		int err = l4 == IPPROTO_ICMP ? (t == 3 || t == 11 || t == 12) : (t >= 1 && t <= 4);
+		if (!err)
+			return pass();
+	} else {
 		return pass();
 	}
 	dk.proto = l4;
@@ -213,8 +236,11 @@ int xvs_director(struct xdp_md *ctx)
 	int hit = 0;
 	if (l4 != IPPROTO_ICMP && l4 != IPPROTO_ICMPV6)
 		hit = lookup(&services, &dk);
-	if (!hit)
+	if (!hit) {
+		if (bpf_map_lookup_elem(&local_addrs, dk.addr))
+			return pass();
 		hit = lookup(&nat_reals, &sk);
+	}
 	if (!hit)
 		return pass();
 

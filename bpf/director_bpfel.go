@@ -26,6 +26,7 @@ type directorFlowKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	directorMapCounters     = "counters"
+	directorMapLocalAddrs   = "local_addrs"
 	directorMapNatReals     = "nat_reals"
 	directorMapServices     = "services"
 	directorMapXsks         = "xsks"
@@ -81,10 +82,11 @@ type directorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type directorMapSpecs struct {
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	NatReals *ebpf.MapSpec `ebpf:"nat_reals"`
-	Services *ebpf.MapSpec `ebpf:"services"`
-	Xsks     *ebpf.MapSpec `ebpf:"xsks"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	LocalAddrs *ebpf.MapSpec `ebpf:"local_addrs"`
+	NatReals   *ebpf.MapSpec `ebpf:"nat_reals"`
+	Services   *ebpf.MapSpec `ebpf:"services"`
+	Xsks       *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // directorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -113,15 +115,17 @@ func (o *directorObjects) Close() error {
 //
 // It can be passed to loadDirectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type directorMaps struct {
-	Counters *ebpf.Map `ebpf:"counters"`
-	NatReals *ebpf.Map `ebpf:"nat_reals"`
-	Services *ebpf.Map `ebpf:"services"`
-	Xsks     *ebpf.Map `ebpf:"xsks"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	LocalAddrs *ebpf.Map `ebpf:"local_addrs"`
+	NatReals   *ebpf.Map `ebpf:"nat_reals"`
+	Services   *ebpf.Map `ebpf:"services"`
+	Xsks       *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *directorMaps) Close() error {
 	return _DirectorClose(
 		m.Counters,
+		m.LocalAddrs,
 		m.NatReals,
 		m.Services,
 		m.Xsks,

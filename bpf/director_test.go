@@ -28,6 +28,7 @@ var (
 	client6   = netip.MustParseAddr("2001:db8::10")
 	real4     = netip.MustParseAddr("198.19.0.11")
 	other4    = netip.MustParseAddr("198.18.0.2")
+	dirAddr4  = netip.MustParseAddr("198.19.0.1")
 )
 
 // frame serializes layers with correct lengths and checksums.
@@ -112,7 +113,10 @@ func TestDirectorVerdicts(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SetNATReals([]RealKey{{Addr: real4, Proto: 6, Port: 8080}}); err != nil {
+	if err := d.SetNATReals([]RealKey{{Addr: real4, Proto: 6, Port: 8080}, {Addr: real4, Proto: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetLocalAddrs([]netip.Addr{dirAddr4, vip4}); err != nil {
 		t.Fatal(err)
 	}
 	s := xskOnLoopback(t)
@@ -147,6 +151,11 @@ func TestDirectorVerdicts(t *testing.T) {
 			ip4(client4, vip4, layers.IPProtocolTCP), tcp(40000, 80)), xdpRedirect},
 		{"NAT reply from real server", frame(t, eth(layers.EthernetTypeIPv4), ip4(real4, client4, layers.IPProtocolTCP), tcp(8080, 40000)), xdpRedirect},
 		{"from real server, other port", frame(t, eth(layers.EthernetTypeIPv4), ip4(real4, client4, layers.IPProtocolTCP), tcp(22, 40000)), xdpPass},
+		{"health-check reply from real server to the director", frame(t, eth(layers.EthernetTypeIPv4), ip4(real4, dirAddr4, layers.IPProtocolTCP), tcp(8080, 40000)), xdpPass},
+		{"ICMP error from NAT real server", frame(t, eth(layers.EthernetTypeIPv4), ip4(real4, client4, layers.IPProtocolICMPv4),
+			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort)}, gopacket.Payload(make([]byte, 28))), xdpRedirect},
+		{"ICMP echo reply from NAT real server", frame(t, eth(layers.EthernetTypeIPv4), ip4(real4, client4, layers.IPProtocolICMPv4),
+			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoReply, 0), Id: 1, Seq: 1}), xdpPass},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

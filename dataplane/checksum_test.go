@@ -121,3 +121,17 @@ func BenchmarkChecksumUpdate32(b *testing.B) {
 	}
 	_ = hc
 }
+
+func TestIPv4HeaderChecksum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	h := make([]byte, 20)
+	for range 10000 {
+		for i := range h {
+			h[i] = byte(rng.Uint32())
+		}
+		h[10], h[11] = 0, 0
+		if got, want := ipv4HeaderChecksum(h), refChecksum(h); !sameChecksum(got, want) {
+			t.Fatalf("% x: got %#04x, want %#04x", h, got, want)
+		}
+	}
+}

@@ -22,12 +22,12 @@ type Config struct {
 	// Interfaces to serve: the client side, and for NAT also the real
 	// servers' side. Every one gets the director program and sockets.
 	Interfaces    []string
-	Queues        int      // RX queues per interface to serve; 0 = all
-	ConnTableSize int      // flows + templates; default 1<<20
-	BatchSize     int      // descriptors per batch; default 64
-	Frames        int      // UMEM frames per socket; default 4096
-	FrameSize     int      // default 2048 (256 bytes of it are headroom)
-	RingSize      int      // each AF_XDP ring; default 2048
+	Queues        int // RX queues per interface to serve; 0 = all
+	ConnTableSize int // flows + templates; default 1<<20
+	BatchSize     int // descriptors per batch; default 64
+	Frames        int // UMEM frames per socket; default 4096
+	FrameSize     int // default 2048 (256 bytes of it are headroom)
+	RingSize      int // each AF_XDP ring; default 2048
 	// SweepInterval is how often the sweeper reaps one slice of the conn
 	// table; a full pass takes FullSweep. Defaults 100 ms and 5 s.
 	SweepInterval time.Duration
@@ -288,8 +288,14 @@ func (dp *Dataplane) publishLocked(cfgs []ServiceConfig) error {
 	// when growing is harmless either way, since unclaimed packets simply
 	// stay with the kernel.
 	dp.snap.Store(s)
+	locals := dp.localAddrs()
 	for _, dir := range dp.dirs {
 		if err := dir.SetServices(keys); err != nil {
+			return fmt.Errorf("dataplane: %w", err)
+		}
+		// Before nat_reals: replies to the director's own health checks
+		// must keep reaching the kernel.
+		if err := dir.SetLocalAddrs(locals); err != nil {
 			return fmt.Errorf("dataplane: %w", err)
 		}
 		if err := dir.SetNATReals(reals); err != nil {
@@ -434,4 +440,26 @@ func (dp *Dataplane) teardown() error {
 	}
 	dp.dirs = nil
 	return errors.Join(errs...)
+}
+
+// localAddrs lists the addresses on the served interfaces: traffic to them
+// stays with the kernel unless a service claims it (bpf local_addrs).
+func (dp *Dataplane) localAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, ifc := range dp.ifaces {
+		l, err := netlink.LinkByIndex(ifc.index)
+		if err != nil {
+			continue
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out
 }

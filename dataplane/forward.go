@@ -30,7 +30,7 @@ type forwarder struct {
 	port  int        // the port this worker receives on
 	ports []portInfo // every port, by index; immutable
 	neigh *neighCache
-	ipID  uint16 // IPv4 ID of the outer headers this worker writes
+	ipID  uint16         // IPv4 ID of the outer headers this worker writes
 	flow  scheduler.Flow // scratch: Pick takes a pointer through an interface
 	q     *QueueStats
 	dst   []DestStats // indexed by dest ID
@@ -109,7 +109,7 @@ func (f *forwarder) processAt(buf []byte, off, n int, snap *Snapshot, now uint32
 	if p.Proto == ProtoICMP || p.Proto == ProtoICMPv6 {
 		return f.natICMP(frame, off, &p, snap, now)
 	}
-	if snap.natReals != nil && snap.natReals[[2]uint64{k.c0, k.c1}] {
+	if snap != nil && snap.isNATReal(k.c0, k.c1) {
 		if out, r, ok := f.natReply(frame, off, &p, &k, snap, now); ok {
 			return out, r
 		}

@@ -22,7 +22,9 @@ type testPlane struct {
 	table *ConnTable
 	ids   idAllocator
 	snap  *Snapshot
-	f     *forwarder
+	f     *forwarder // receives on port 0 (the clients' side)
+	f1    *forwarder // receives on port 1 (NAT real servers' side)
+	hops  func(netip.Addr) (nextHop, bool)
 }
 
 func newTestPlane(tb testing.TB, size int, cfgs ...ServiceConfig) *testPlane {
@@ -31,14 +33,16 @@ func newTestPlane(tb testing.TB, size int, cfgs ...ServiceConfig) *testPlane {
 	var mac [6]byte
 	copy(mac[:], macDir)
 	ports := []portInfo{{mac: mac, src4: dir4.As4(), has4: true, mtu: 1500}, {mac: [6]byte(macDirRS), src4: dirRS4.As4(), has4: true, mtu: 1500}}
-	p.f = newForwarder(p.table, ports, 0, newNeighCache(), &QueueStats{})
+	neigh := newNeighCache()
+	p.f = newForwarder(p.table, ports, 0, neigh, &QueueStats{})
+	p.f1 = newForwarder(p.table, ports, 1, neigh, &QueueStats{})
 	p.publish(cfgs...)
 	return p
 }
 
 func (p *testPlane) publish(cfgs ...ServiceConfig) {
 	p.tb.Helper()
-	s, err := buildSnapshot(cfgs, p.snap, &p.ids, p.table, nil)
+	s, err := buildSnapshot(cfgs, p.snap, &p.ids, p.table, p.hops)
 	if err != nil {
 		p.tb.Fatal(err)
 	}

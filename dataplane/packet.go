@@ -23,7 +23,7 @@ const (
 	DropNoConn               // non-SYN TCP packet without a conn entry
 	DropNoDest               // the scheduler found no real server
 	DropDestGone             // conn entry's real server was removed (expire_nodest_conn)
-	DropMethod               // forwarding method not implemented
+	DropMethod               // forwarding method not implemented or not possible (TUN without an IPv4 source)
 	DropTxFull               // TX ring full after retries
 	DropTooBig               // TUN: too big for the tunnel and DF clear (xvs does not fragment)
 	DropHeadroom             // no headroom left for a header to prepend

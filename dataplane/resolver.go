@@ -145,7 +145,7 @@ func (r *Resolver) route(a netip.Addr) (nextHop, bool) {
 	if !ok {
 		return nextHop{}, false
 	}
-	h := nextHop{Port: port, MTU: rt.MTU}
+	h := nextHop{Port: port, MTU: rt.MTU, Gateway: rt.Gw != nil}
 	if h.MTU == 0 {
 		if l, err := r.nl.LinkByIndex(rt.LinkIndex); err == nil {
 			h.MTU = l.Attrs().MTU
@@ -184,7 +184,13 @@ func (r *Resolver) resolve(a netip.Addr, timeout time.Duration) (net.HardwareAdd
 	}
 	rt := routes[0]
 	if rt.Gw != nil {
-		return nil, fmt.Errorf("real server %s is behind gateway %s: DR needs it on-link", a, rt.Gw)
+		// A routed real server (TUN, NAT): the next hop is the gateway.
+		// DR cannot use it; buildSnapshot keeps such a DR real server out.
+		gw, ok := netip.AddrFromSlice(rt.Gw)
+		if !ok {
+			return nil, fmt.Errorf("route to %s: gateway %v", a, rt.Gw)
+		}
+		a = gw.Unmap()
 	}
 	if mac, ok := r.neighbour(rt.LinkIndex, a); ok {
 		return mac, nil
@@ -195,7 +201,7 @@ func (r *Resolver) resolve(a netip.Addr, timeout time.Duration) (net.HardwareAdd
 		if r.probe < 0 {
 			return nil, fmt.Errorf("%s: not in the neighbour table", a)
 		}
-		sa := &unix.SockaddrInet6{Port: 9, Addr: a.As16()}
+		sa := &unix.SockaddrInet6{Port: 9, Addr: a.As16(), ZoneId: uint32(rt.LinkIndex)}
 		_ = unix.Sendto(r.probe, []byte{0}, unix.MSG_DONTWAIT, sa)
 		deadline := time.Now().Add(timeout)
 		for time.Now().Before(deadline) {

@@ -92,8 +92,30 @@ type Snapshot struct {
 	byID     []*Dest // dest ID → real server; nil = removed
 	list     []*Service
 	// natReals holds the address key words of NAT real servers (nil when
-	// there are none): packets from them may be replies.
+	// there are none): packets from them may be replies. natList holds the
+	// same when they are few: a scan of a few words beats hashing a map
+	// key on every packet.
 	natReals map[[2]uint64]bool
+	natList  [][2]uint64
+}
+
+// natListMax is how many NAT real servers natList holds at most.
+const natListMax = 8
+
+// isNATReal reports whether key words (a0, a1) are a NAT real server's.
+func (s *Snapshot) isNATReal(a0, a1 uint64) bool {
+	if s.natReals == nil {
+		return false
+	}
+	if s.natList != nil {
+		for _, w := range s.natList {
+			if w[1] == a1 && w[0] == a0 {
+				return true
+			}
+		}
+		return false
+	}
+	return s.natReals[[2]uint64{a0, a1}]
 }
 
 // svcKey is ServiceKey in the form the packet path builds from a frame.
@@ -149,10 +171,11 @@ type Dest struct {
 // dataplane port of the route to it, the route's MTU and preferred IPv4
 // source (zero when unknown).
 type nextHop struct {
-	MAC  net.HardwareAddr
-	Port int
-	MTU  int
-	Src  netip.Addr
+	MAC     net.HardwareAddr // the real server's, or its gateway's
+	Port    int
+	MTU     int
+	Src     netip.Addr
+	Gateway bool // routed: MAC is the gateway's (TUN and NAT only)
 }
 
 // Service returns the service the real server belongs to.
@@ -332,7 +355,10 @@ func buildSnapshot(cfgs []ServiceConfig, prev *Snapshot, ids *idAllocator, table
 			mac := dc.MAC
 			if hops != nil {
 				if h, ok := hops(idk.addr); ok {
-					if len(mac) != 6 {
+					// DR rewrites only MACs: a routed real server would
+					// get packets for the VIP through a router, which
+					// sends them back here. It stays without a MAC.
+					if len(mac) != 6 && !(c.Method == DR && h.Gateway) {
 						mac = h.MAC
 					}
 					d.port, d.mtu = h.Port, h.MTU
@@ -374,6 +400,11 @@ func buildSnapshot(cfgs []ServiceConfig, prev *Snapshot, ids *idAllocator, table
 		svc.sched = sch
 		s.services[sk] = svc
 		s.list = append(s.list, svc)
+	}
+	if len(s.natReals) <= natListMax {
+		for w := range s.natReals {
+			s.natList = append(s.natList, w)
+		}
 	}
 	s.byID = make([]*Dest, maxID+1)
 	for _, svc := range s.list {

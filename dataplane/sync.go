@@ -55,5 +55,12 @@ func importConn(snap *Snapshot, t *ConnTable, e ConnEntry) error {
 	if !t.insert(&k, d.ID, e.State, now+ttl, now) {
 		return fmt.Errorf("import conn %v→%v: conn table full", e.Client, e.Virtual)
 	}
+	if svc.Method == NAT && !e.Template {
+		// The reply index, so that the real server's replies find the flow.
+		rk := natOutKey(e.Proto, c0, c1, e.Client.Port(), d, natPort(d, e.Virtual.Port()))
+		if !t.insert(&rk, d.ID, stNATOut, now+ttl, now) {
+			return fmt.Errorf("import conn %v→%v: conn table full", e.Client, e.Virtual)
+		}
+	}
 	return nil
 }

@@ -64,6 +64,8 @@ func (f *forwarder) tunnel(buf []byte, off int, p *Packet, d *Dest) (out txOut, 
 	src := pi.src4
 	if d.hasSrc {
 		src = d.src4
+	} else if !pi.has4 {
+		return txOut{}, false, DropMethod // no IPv4 address to tunnel from
 	}
 	oh[0], oh[1] = 0x45, tos
 	binary.BigEndian.PutUint16(oh[2:], uint16(inner+ipv4MinHeader))
@@ -73,7 +75,7 @@ func (f *forwarder) tunnel(buf []byte, off int, p *Packet, d *Dest) (out txOut, 
 	oh[10], oh[11] = 0, 0
 	copy(oh[12:16], src[:])
 	copy(oh[16:20], d.ip[12:16])
-	binary.BigEndian.PutUint16(oh[10:], Checksum(oh, 0))
+	binary.BigEndian.PutUint16(oh[10:], ipv4HeaderChecksum(oh))
 	return txOut{off: start, n: len(nb), port: d.port}, false, DropNone
 }
 

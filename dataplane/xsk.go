@@ -158,11 +158,6 @@ func mapRing(fd int, pgoff int64, o unix.XDPRingOffset, n, descSize int) (ringHd
 	}, nil
 }
 
-// frame returns the packet bytes of a descriptor.
-func (x *xsk) frame(d *unix.XDPDesc) []byte {
-	return x.umem[d.Addr : d.Addr+uint64(d.Len) : d.Addr+uint64(d.Len)]
-}
-
 func (x *xsk) base(addr uint64) uint64 { return addr &^ (x.frameSize - 1) }
 
 // refill moves free frames into the fill ring, as many as fit.

@@ -61,5 +61,11 @@ func RealServerDR(tb TB, h *Host, vip netip.Addr) {
 	} {
 		h.Run(tb, "sysctl", "-q", "-w", kv)
 	}
-	h.Run(tb, "ip", "addr", "add", netip.PrefixFrom(vip, bits).String(), "dev", "lo")
+	args := []string{"addr", "add", netip.PrefixFrom(vip, bits).String(), "dev", "lo"}
+	if vip.Is6() {
+		// No duplicate address detection: a tentative address cannot be
+		// bound to, and the test binds to it at once.
+		args = append(args, "nodad")
+	}
+	h.Run(tb, "ip", args...)
 }

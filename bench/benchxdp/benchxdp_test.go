@@ -75,14 +75,28 @@ func TestFwdMatchesFrameHash(t *testing.T) {
 // wrap around.
 func TestReplayCycles(t *testing.T) {
 	requireBPF(t)
-	for _, size := range []string{"64", "imix"} {
-		tr, err := trace.Generate(trace.Config{Packets: 40, Flows: 10, Proto: "udp", Size: size})
-		if err != nil {
+	for _, size := range []string{"64", "imix", "payload"} {
+		var tr *trace.Trace
+		var err error
+		if size == "payload" {
+			// Bytes past headerCopy: stored and written whole.
+			tr = &trace.Trace{}
+			for i := range 7 {
+				f := make([]byte, 100+200*i)
+				for j := range f {
+					f[j] = byte(i + j)
+				}
+				tr.Frames = append(tr.Frames, f)
+			}
+		} else if tr, err = trace.Generate(trace.Config{Packets: 40, Flows: 10, Proto: "udp", Size: size}); err != nil {
 			t.Fatal(err)
 		}
 		r, err := LoadReplayer(tr.Frames)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if wantCopy := map[string]int{"64": headerCopy, "imix": headerCopy, "payload": MaxFrame}[size]; r.CopyLen() != wantCopy {
+			t.Errorf("%s: copy length %d, want %d", size, r.CopyLen(), wantCopy)
 		}
 		maxLen := 0
 		for _, f := range tr.Frames {

@@ -59,7 +59,7 @@ struct {
 } pace SEC(".maps");
 
 // A late generator may catch up by at most this many frames at once.
-#define PACE_BURST 16
+#define PACE_BURST 64
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

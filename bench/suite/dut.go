@@ -36,15 +36,16 @@ func VIPs(n int) []netip.Addr {
 }
 
 // KeepalivedConf writes the DUT's service table: every VIP:port over TCP
-// and UDP, the given scheduler, DR, every real server weight 1 and no
-// health checker (a real server without checker is always up).
-func KeepalivedConf(ifname string, vips []netip.Addr, port uint16, reals []Real, sched string) string {
+// and UDP, the given scheduler and forwarding method (DR, TUN, NAT),
+// every real server weight 1 and no health checker (a real server without
+// checker is always up).
+func KeepalivedConf(ifname string, vips []netip.Addr, port uint16, reals []Real, sched, kind string) string {
 	var b strings.Builder
 	b.WriteString("# written by xvs-bench: the device under test's service table\n")
 	fmt.Fprintf(&b, "global_defs {\n    xvs_interface %s\n}\n", ifname)
 	for _, proto := range []string{"TCP", "UDP"} {
 		for _, v := range vips {
-			fmt.Fprintf(&b, "virtual_server %s %d {\n    lb_algo %s\n    lb_kind DR\n    protocol %s\n", v, port, sched, proto)
+			fmt.Fprintf(&b, "virtual_server %s %d {\n    lb_algo %s\n    lb_kind %s\n    protocol %s\n", v, port, sched, kind, proto)
 			for _, r := range reals {
 				fmt.Fprintf(&b, "    real_server %s %d {\n        weight 1\n    }\n", r.Addr, port)
 			}
@@ -61,6 +62,7 @@ type CommandDUT struct {
 	Label string
 	Args  []string
 	Sched string // scheduler written into the config
+	Kind  string // forwarding method written into the config; default DR
 	// Metrics: the command serves xvsd's Prometheus metrics on {metrics}
 	// (inside the director namespace); Stats reads its counters there.
 	Metrics bool
@@ -101,12 +103,19 @@ func FindXVSD() (string, error) {
 // XVSDDR is the DUT seat for xvsd in DR mode with scheduler sched, or an
 // error wrapping ErrNotAvailable. xvsd runs virtual servers only (-C, no
 // VRRP), without control socket, pinned whole to the worker CPU.
-func XVSDDR(sched string) (*CommandDUT, error) {
+func XVSDDR(sched string) (*CommandDUT, error) { return XVSD("DR", sched) }
+
+// XVSD is the DUT seat for xvsd with forwarding method kind (DR, TUN,
+// NAT). The packet lab is one wire, so every method's output reaches the
+// sink by the real server's MAC: TUN adds an IPIP header to 198.18.1.x,
+// NAT rewrites the destination to it (NAT's replies, the director's
+// second leg, are not exercised: the sink answers nothing).
+func XVSD(kind, sched string) (*CommandDUT, error) {
 	p, err := FindXVSD()
 	if err != nil {
 		return nil, err
 	}
-	return &CommandDUT{Label: "xvsd-dr " + sched, Sched: sched,
+	return &CommandDUT{Label: "xvsd-" + strings.ToLower(kind) + " " + sched, Sched: sched, Kind: kind,
 		Args:    []string{p, "-n", "-l", "-C", "--control", "", "-f", "{conf}", "--metrics", "{metrics}"},
 		Metrics: true}, nil
 }
@@ -116,10 +125,18 @@ func XVSDDR(sched string) (*CommandDUT, error) {
 func (c *CommandDUT) Start(env Env) error {
 	dir := env.TB.TempDir()
 	conf := filepath.Join(dir, "keepalived.conf")
-	if err := os.WriteFile(conf, []byte(KeepalivedConf(env.Ifname, env.VIPs, env.Port, env.Reals, c.Sched)), 0o644); err != nil {
+	kind := c.Kind
+	if kind == "" {
+		kind = "DR"
+	}
+	if err := os.WriteFile(conf, []byte(KeepalivedConf(env.Ifname, env.VIPs, env.Port, env.Reals, c.Sched, kind)), 0o644); err != nil {
 		return fmt.Errorf("%s: write config: %w", c.Label, err)
 	}
-	args := []string{"-c", strconv.Itoa(env.WorkerCPU)}
+	cpus := env.WorkerCPUs
+	if cpus == "" {
+		cpus = strconv.Itoa(env.WorkerCPU)
+	}
+	args := []string{"-c", cpus}
 	for _, a := range c.Args {
 		a = strings.ReplaceAll(a, "{if}", env.Ifname)
 		a = strings.ReplaceAll(a, "{conf}", conf)

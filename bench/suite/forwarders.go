@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +32,7 @@ type Env struct {
 	VIPs        []netip.Addr // every VIP of the trace; services are VIP:Port over TCP and UDP
 	Port        uint16
 	WorkerCPU   int
+	WorkerCPUs  string // CPU list for a whole-process DUT (taskset -c)
 }
 
 // FwdStats are a forwarder's own counters. Drops names every place the
@@ -103,15 +103,13 @@ func (x *XDPFwd) Stop() error {
 	return errors.Join(x.lnk.Close(), x.f.Close())
 }
 
-// XSKNull is the simplest AF_XDP forwarder: the project's director program
-// steers VIP traffic to one socket (copy mode on veth); one goroutine
-// receives a batch, rewrites the MACs (destination: a real server by
-// FlowHash, source: the director) and transmits it on the same socket. No
-// conn table, no scheduler: the ceiling of the AF_XDP path on this
-// machine. It uses asavie/xdp as is (its GetDescs scans the UMEM's free
-// list linearly, and its Transmit panics on unexpected sendto errors,
-// turned into an error here).
-type XSKNull struct {
+// xskBase is what both AF_XDP baselines share: the project's director
+// program steering VIP traffic to one socket bound to queue 0 (copy mode on
+// veth), asavie/xdp's socket and UMEM set-up with the dataplane's ring
+// sizes, an 8 MB send buffer, and one worker goroutine pinned in the
+// director namespace running the forwarder's loop.
+type xskBase struct {
+	name   string
 	dir    *bpf.Director
 	lnk    link.Link
 	sock   *xdp.Socket
@@ -122,9 +120,6 @@ type XSKNull struct {
 	rx, tx, txFull atomic.Uint64
 }
 
-// Name implements Forwarder.
-func (*XSKNull) Name() string { return "xsk-null" }
-
 // xskOptions: rings as deep as the dataplane's defaults.
 var xskOptions = xdp.SocketOptions{
 	NumFrames: 4096, FrameSize: 2048,
@@ -132,8 +127,13 @@ var xskOptions = xdp.SocketOptions{
 	RxRingNumDescs: 2048, TxRingNumDescs: 2048,
 }
 
-// Start implements Forwarder.
-func (x *XSKNull) Start(env Env) error {
+// xskLoop forwards until ctx ends: reals by FlowHash, src the director.
+type xskLoop func(ctx context.Context, reals [][6]byte, src [6]byte) error
+
+// start sets the socket up (bind flags: asavie/xdp's DefaultSocketFlags,
+// set for this call) and runs loop on the worker; afterSocket, if set,
+// runs on the worker's thread once the socket exists.
+func (x *xskBase) start(env Env, bindFlags uint16, afterSocket func() error, loop xskLoop) error {
 	d, err := bpf.LoadDirector()
 	if err != nil {
 		return err
@@ -169,6 +169,8 @@ func (x *XSKNull) Start(env Env) error {
 			}
 			// A socket closed just before (the previous run) releases
 			// the queue asynchronously: retry a busy bind for a while.
+			old := xdp.DefaultSocketFlags
+			xdp.DefaultSocketFlags = bindFlags
 			for try := 0; ; try++ {
 				x.sock, err = xdp.NewSocket(env.Ifindex, 0, &xskOptions)
 				if err == nil || !strings.Contains(err.Error(), "busy") || try == 50 {
@@ -176,16 +178,23 @@ func (x *XSKNull) Start(env Env) error {
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
+			xdp.DefaultSocketFlags = old
 			if err != nil {
-				ready <- fmt.Errorf("xsk-null: AF_XDP socket on %s: %w", env.Ifname, err)
+				ready <- fmt.Errorf("%s: AF_XDP socket on %s: %w", x.name, env.Ifname, err)
 				return nil
 			}
 			// Copy mode turns each TX frame into an skb charged to the
 			// socket's send buffer; the default (≈200 KB) caps the frames
 			// in flight below one veth ring and makes sendto refuse work.
 			if err := unix.SetsockoptInt(x.sock.FD(), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20); err != nil {
-				ready <- fmt.Errorf("xsk-null: send buffer: %w", err)
+				ready <- fmt.Errorf("%s: send buffer: %w", x.name, err)
 				return nil
+			}
+			if afterSocket != nil {
+				if err := afterSocket(); err != nil {
+					ready <- err
+					return nil
+				}
 			}
 			if err := d.RegisterSocket(0, x.sock.FD()); err != nil {
 				ready <- err
@@ -198,7 +207,7 @@ func (x *XSKNull) Start(env Env) error {
 			}
 			defer restore()
 			ready <- nil
-			return x.loop(ctx, macs, src)
+			return loop(ctx, macs, src)
 		})
 	}()
 	if err := <-ready; err != nil {
@@ -210,10 +219,83 @@ func (x *XSKNull) Start(env Env) error {
 	return nil
 }
 
-func (x *XSKNull) loop(ctx context.Context, reals [][6]byte, src [6]byte) (err error) {
+// Stats implements Forwarder.
+func (x *xskBase) Stats() (FwdStats, error) {
+	c, err := x.dir.Counters()
+	if err != nil {
+		return FwdStats{}, err
+	}
+	st, err := x.sock.Stats()
+	if err != nil {
+		return FwdStats{}, fmt.Errorf("%s: socket stats: %w", x.name, err)
+	}
+	k := st.KernelStats
+	return FwdStats{RX: x.rx.Load(), TX: x.tx.Load(), Drops: map[string]uint64{
+		"director passed to kernel": c.Passed + c.Malformed + c.NoSocket,
+		// Rx_dropped counts frames the socket could not take (no fill
+		// descriptor or RX ring full); the other two detail it.
+		"xsk rx dropped":       k.Rx_dropped,
+		"xsk tx ring full":     x.txFull.Load(),
+		"xsk tx invalid descs": k.Tx_invalid_descs,
+	}}, nil
+}
+
+func (x *xskBase) close() error {
+	var errs []error
+	if x.dir != nil {
+		// The XSKMAP holds the socket: empty it first so the socket and
+		// its queue are released when closed.
+		errs = append(errs, x.dir.UnregisterSocket(0))
+	}
+	if x.sock != nil {
+		errs = append(errs, x.sock.Close())
+	}
+	if x.lnk != nil {
+		errs = append(errs, x.lnk.Close())
+	}
+	if x.dir != nil {
+		errs = append(errs, x.dir.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// stop ends the loop, then runs release (if set) and closes the socket.
+func (x *xskBase) stop(release func() error) error {
+	var err error
+	x.once.Do(func() {
+		x.cancel()
+		err = <-x.done
+		if release != nil {
+			err = errors.Join(err, release())
+		}
+		err = errors.Join(err, x.close())
+	})
+	return err
+}
+
+// XSKAsavie is xsk-null written with asavie/xdp's ring calls as they are:
+// the same forwarding as XSKNull, but GetDescs scans the UMEM's free list
+// linearly each loop and its Transmit panics on unexpected sendto errors
+// (turned into an error here). Kept as an extra row: it shows what the
+// library's bookkeeping costs.
+type XSKAsavie struct{ xskBase }
+
+// Name implements Forwarder.
+func (*XSKAsavie) Name() string { return "xsk-asavie" }
+
+// Start implements Forwarder.
+func (x *XSKAsavie) Start(env Env) error {
+	x.name = x.Name()
+	return x.start(env, 0, nil, x.loop)
+}
+
+// Stop implements Forwarder.
+func (x *XSKAsavie) Stop() error { return x.stop(nil) }
+
+func (x *XSKAsavie) loop(ctx context.Context, reals [][6]byte, src [6]byte) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("xsk-null: asavie/xdp panicked: %v", r)
+			err = fmt.Errorf("xsk-asavie: asavie/xdp panicked: %v", r)
 		}
 	}()
 	s := x.sock
@@ -231,7 +313,7 @@ func (x *XSKNull) loop(ctx context.Context, reals [][6]byte, src [6]byte) (err e
 			// ring may share this CPU. (asavie/xdp's Poll also asks for
 			// POLLOUT, which is always ready, and would spin.)
 			if _, err := unix.Poll(pfd, 100); err != nil && err != unix.EINTR {
-				return fmt.Errorf("xsk-null: poll: %w", err)
+				return fmt.Errorf("xsk-asavie: poll: %w", err)
 			}
 			continue
 		}
@@ -258,57 +340,5 @@ func (x *XSKNull) loop(ctx context.Context, reals [][6]byte, src [6]byte) (err e
 		x.tx.Add(uint64(sent))
 		x.txFull.Add(uint64(len(descs) - sent))
 	}
-	runtime.KeepAlive(reals)
 	return nil
-}
-
-// Stats implements Forwarder.
-func (x *XSKNull) Stats() (FwdStats, error) {
-	c, err := x.dir.Counters()
-	if err != nil {
-		return FwdStats{}, err
-	}
-	st, err := x.sock.Stats()
-	if err != nil {
-		return FwdStats{}, fmt.Errorf("xsk-null: socket stats: %w", err)
-	}
-	k := st.KernelStats
-	return FwdStats{RX: x.rx.Load(), TX: x.tx.Load(), Drops: map[string]uint64{
-		"director passed to kernel": c.Passed + c.Malformed + c.NoSocket,
-		// Rx_dropped counts frames the socket could not take (no fill
-		// descriptor or RX ring full); the other two detail it.
-		"xsk rx dropped":       k.Rx_dropped,
-		"xsk tx ring full":     x.txFull.Load(),
-		"xsk tx invalid descs": k.Tx_invalid_descs,
-	}}, nil
-}
-
-func (x *XSKNull) close() error {
-	var errs []error
-	if x.dir != nil {
-		// The XSKMAP holds the socket: empty it first so the socket and
-		// its queue are released when closed.
-		errs = append(errs, x.dir.UnregisterSocket(0))
-	}
-	if x.sock != nil {
-		errs = append(errs, x.sock.Close())
-	}
-	if x.lnk != nil {
-		errs = append(errs, x.lnk.Close())
-	}
-	if x.dir != nil {
-		errs = append(errs, x.dir.Close())
-	}
-	return errors.Join(errs...)
-}
-
-// Stop implements Forwarder.
-func (x *XSKNull) Stop() error {
-	var err error
-	x.once.Do(func() {
-		x.cancel()
-		err = <-x.done
-		err = errors.Join(err, x.close())
-	})
-	return err
 }

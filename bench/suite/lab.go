@@ -6,8 +6,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -64,6 +66,9 @@ func Reals(n int) []Real {
 	return rs
 }
 
+// LabMTU is the packet lab's veth MTU.
+const LabMTU = 1600
+
 // DirectorAddr is the director's own address in the packet lab.
 var DirectorAddr = netip.MustParsePrefix("198.18.0.2/16")
 
@@ -87,24 +92,32 @@ type PacketLab struct {
 	Place        Placement
 	Sink         *benchxdp.Sink
 	sinkLink     link.Link
+	// Queues is the veth pair's queue count; with more than one, the
+	// NAPI threads of both ends are spread over every CPU (NAPICPUs).
+	Queues int
 }
 
-// NewPacketLab builds the topology with nreals real servers.
+// NewPacketLab builds the topology with nreals real servers and one queue.
 func NewPacketLab(tb netlab.TB, nreals int, place Placement) (*PacketLab, error) {
+	return NewPacketLabQueues(tb, nreals, place, 1)
+}
+
+// NewPacketLabQueues builds the topology on a veth pair with queues RX and
+// TX queues per end. A veth delivers an XDP-transmitted frame to the peer
+// queue numbered by the sending CPU (modulo the queues): a generator
+// thread per CPU feeds a queue each.
+func NewPacketLabQueues(tb netlab.TB, nreals int, place Placement, queues int) (*PacketLab, error) {
 	tb.Helper()
 	l := netlab.New(tb)
 	pl := &PacketLab{Lab: l, Gen: l.Host("gen"), Dir: l.Host("dir"), Place: place,
-		DirMAC: trace.DirectorMAC, Reals: Reals(nreals)}
+		DirMAC: trace.DirectorMAC, Reals: Reals(nreals), Queues: max(queues, 1)}
 	// The lab prefix keeps interface (and so NAPI thread) names unique
 	// across concurrent labs.
 	pl.GenIf, pl.DirIf = l.Prefix+"g", l.Prefix+"d"
-	steps := [][]string{
-		{"ip", "link", "add", pl.GenIf, "netns", pl.Gen.Name, "type", "veth", "peer", "name", pl.DirIf, "netns", pl.Dir.Name},
-	}
-	for _, s := range steps {
-		if out, err := runHost(nil, s...); err != nil {
-			return nil, fmt.Errorf("packet lab: %w: %s", err, out)
-		}
+	nq := strconv.Itoa(pl.Queues)
+	if out, err := exec.Command("ip", "link", "add", pl.GenIf, "numtxqueues", nq, "numrxqueues", nq, "netns", pl.Gen.Name, "type", "veth",
+		"peer", "name", pl.DirIf, "numtxqueues", nq, "numrxqueues", nq, "netns", pl.Dir.Name).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("packet lab: veth %s/%s: %w: %s", pl.GenIf, pl.DirIf, err, out)
 	}
 	cmds := []struct {
 		h    *netlab.Host
@@ -114,8 +127,10 @@ func NewPacketLab(tb netlab.TB, nreals int, place Placement) (*PacketLab, error)
 		// nobody sent, spoiling the count.
 		{pl.Gen, []string{"sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"}},
 		{pl.Dir, []string{"sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"}},
-		{pl.Gen, []string{"ip", "link", "set", pl.GenIf, "address", trace.ClientMAC.String(), "up"}},
-		{pl.Dir, []string{"ip", "link", "set", pl.DirIf, "address", pl.DirMAC.String(), "up"}},
+		// MTU 1600: room for TUN's 20-byte IPIP header on a 1514-byte
+		// frame, as on a tunnel-carrying underlay.
+		{pl.Gen, []string{"ip", "link", "set", pl.GenIf, "address", trace.ClientMAC.String(), "mtu", strconv.Itoa(LabMTU), "up"}},
+		{pl.Dir, []string{"ip", "link", "set", pl.DirIf, "address", pl.DirMAC.String(), "mtu", strconv.Itoa(LabMTU), "up"}},
 		{pl.Dir, []string{"ip", "addr", "add", DirectorAddr.String(), "dev", pl.DirIf}},
 	}
 	for _, r := range pl.Reals {
@@ -125,7 +140,7 @@ func NewPacketLab(tb netlab.TB, nreals int, place Placement) (*PacketLab, error)
 		}{pl.Dir, []string{"ip", "neigh", "replace", r.Addr.String(), "lladdr", r.MAC.String(), "dev", pl.DirIf, "nud", "permanent"}})
 	}
 	for _, c := range cmds {
-		if out, err := runHost(c.h, c.args...); err != nil {
+		if out, err := c.h.Output(c.args[0], c.args[1:]...); err != nil {
 			return nil, fmt.Errorf("packet lab: %w: %s", err, out)
 		}
 	}
@@ -147,21 +162,10 @@ func NewPacketLab(tb netlab.TB, nreals int, place Placement) (*PacketLab, error)
 		return nil, fmt.Errorf("packet lab: %w", err)
 	}
 	tb.Cleanup(func() { pl.sinkLink.Close() })
-	if err := Threaded(pl.Gen, pl.GenIf, place.SinkNAPI); err != nil {
+	if err := Threaded(pl.Gen, pl.GenIf, pl.napiCPUs(place.SinkNAPI)...); err != nil {
 		return nil, err
 	}
 	return pl, nil
-}
-
-func runHost(h *netlab.Host, args ...string) (string, error) {
-	if h == nil {
-		out, err := execCommand(args[0], args[1:]...).CombinedOutput()
-		if err != nil {
-			return string(out), fmt.Errorf("%s: %w", strings.Join(args, " "), err)
-		}
-		return string(out), nil
-	}
-	return h.Output(args[0], args[1:]...)
 }
 
 func ifindex(h *netlab.Host, name string) (int, error) {
@@ -180,10 +184,24 @@ func ifindex(h *netlab.Host, name string) (int, error) {
 	return idx, nil
 }
 
+// napiCPUs is where the NAPI threads of one end go: cpu with one queue,
+// one thread per CPU with several.
+func (pl *PacketLab) napiCPUs(cpu int) []int {
+	if pl.Queues <= 1 {
+		return []int{cpu}
+	}
+	cpus := make([]int, runtime.NumCPU())
+	for i := range cpus {
+		cpus[i] = i
+	}
+	return cpus
+}
+
 // Threaded turns on threaded NAPI for ifname (veth has NAPI only while an
-// XDP program is attached, so call it after attaching) and pins the NAPI
-// kernel threads to cpu.
-func Threaded(h *netlab.Host, ifname string, cpu int) error {
+// XDP program is attached, so call it after attaching) and pins its NAPI
+// kernel threads, one per queue, to cpus in turn (in thread creation
+// order, which need not be queue order).
+func Threaded(h *netlab.Host, ifname string, cpus ...int) error {
 	if out, err := h.Output("sh", "-c", "echo 1 > /sys/class/net/"+ifname+"/threaded"); err != nil {
 		return fmt.Errorf("threaded NAPI on %s: %w: %s", ifname, err, out)
 	}
@@ -194,9 +212,11 @@ func Threaded(h *netlab.Host, ifname string, cpu int) error {
 	if len(pids) == 0 {
 		return fmt.Errorf("threaded NAPI on %s: no napi/%s-* kernel thread found", ifname, ifname)
 	}
-	var set unix.CPUSet
-	set.Set(cpu)
-	for _, pid := range pids {
+	slices.Sort(pids)
+	for i, pid := range pids {
+		cpu := cpus[i%len(cpus)]
+		var set unix.CPUSet
+		set.Set(cpu)
 		if err := unix.SchedSetaffinity(pid, &set); err != nil {
 			return fmt.Errorf("pin NAPI thread %d of %s to cpu%d: %w", pid, ifname, cpu, err)
 		}

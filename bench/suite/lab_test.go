@@ -9,11 +9,17 @@ import (
 	"github.com/xvs-lb/xvs/internal/netlab"
 )
 
-// TestReplayXDPFwdSink replays a small trace through xdp-fwd into the sink
-// at a gentle rate and checks that every frame is accounted for and that
-// the sink saw exactly the spread FlowHash predicts.
-func TestReplayXDPFwdSink(t *testing.T) {
+// TestReplayForwardSink replays a small trace through each baseline into
+// the sink at a gentle rate and checks that every frame is accounted for
+// and that the sink saw exactly the spread FlowHash predicts.
+func TestReplayForwardSink(t *testing.T) {
 	netlab.Require(t)
+	for _, f := range []Forwarder{&XDPFwd{}, &XSKNull{}, &XSKAsavie{}} {
+		t.Run(f.Name(), func(t *testing.T) { testReplayForwardSink(t, f) })
+	}
+}
+
+func testReplayForwardSink(t *testing.T, f Forwarder) {
 	const nreals = 8
 	pl, err := NewPacketLab(t, nreals, DefaultPlacement())
 	if err != nil {
@@ -28,7 +34,6 @@ func TestReplayXDPFwdSink(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	f := &XDPFwd{}
 	if err := pl.Start(f, pl.Env(t, VIPs(2), 80)); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +58,7 @@ func TestReplayXDPFwdSink(t *testing.T) {
 		t.Errorf("sent %d != forwarded %d + counted drops %d (unaccounted %d)", s.Sent, s.Forwarded, dropped, s.Unaccounted)
 	}
 	if s.Fwd.RX != s.Sent || s.Fwd.TX != s.Sent {
-		t.Errorf("xdp-fwd saw rx %d tx %d, want both %d", s.Fwd.RX, s.Fwd.TX, s.Sent)
+		t.Errorf("%s saw rx %d tx %d, want both %d", f.Name(), s.Fwd.RX, s.Fwd.TX, s.Sent)
 	}
 	if dropped != 0 {
 		// Paced at 20 kpps nothing should be lost; if the machine is so

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/xvs-lb/xvs/bench/benchxdp"
@@ -19,6 +21,15 @@ type PacketOptions struct {
 	Count    uint64        // or a packet count (whichever comes first)
 	Rate     float64       // offered packets/s; 0 = as fast as the generator goes
 	Settle   time.Duration // wait after the generator stops before checking the sink is quiet; default 100 ms
+	// Gens, if set, replace the one generator: each runs its own copy of
+	// the trace, pinned to its CPU, all at once (Rate is per generator).
+	Gens []Gen
+}
+
+// Gen is one generator thread.
+type Gen struct {
+	R   *benchxdp.Replayer
+	CPU int
 }
 
 // Sample is one measurement of one forwarder.
@@ -31,8 +42,9 @@ type Sample struct {
 	// Drops are the counted losses, by where they happened: the veth
 	// rings (kernel counters of both ends) and the forwarder's own.
 	Drops map[string]uint64
-	// Unaccounted = Sent - Forwarded - sum(Drops): silent loss (or, if
-	// negative, frames from elsewhere). Zero is the only good value.
+	// Unaccounted = Sent - Forwarded - Other - sum(Drops): silent loss
+	// (or, if negative, frames from elsewhere). Zero is the only good
+	// value.
 	Unaccounted int64
 	ByMAC       map[[6]byte]uint64
 	Fwd         FwdStats
@@ -142,8 +154,9 @@ func (pl *PacketLab) quiesce() error {
 
 // Env describes the director seat for a forwarder serving vips:port.
 func (pl *PacketLab) Env(tb netlab.TB, vips []netip.Addr, port uint16) Env {
-	return Env{TB: tb, Dir: pl.Dir, Ifname: pl.DirIf, Ifindex: pl.DirIdx, DirectorMAC: pl.DirMAC,
-		Reals: pl.Reals, VIPs: vips, Port: port, WorkerCPU: pl.Place.Worker}
+	e := Env{TB: tb, Dir: pl.Dir, Ifname: pl.DirIf, Ifindex: pl.DirIdx, DirectorMAC: pl.DirMAC,
+		Reals: pl.Reals, VIPs: vips, Port: port, WorkerCPU: pl.Place.Worker, WorkerCPUs: strconv.Itoa(pl.Place.Worker)}
+	return e
 }
 
 // Start starts f in the director seat and pins the director-side NAPI
@@ -152,7 +165,7 @@ func (pl *PacketLab) Start(f Forwarder, env Env) error {
 	if err := f.Start(env); err != nil {
 		return fmt.Errorf("%s: start: %w", f.Name(), err)
 	}
-	if err := Threaded(pl.Dir, pl.DirIf, pl.Place.DirNAPI); err != nil {
+	if err := Threaded(pl.Dir, pl.DirIf, pl.napiCPUs(pl.Place.DirNAPI)...); err != nil {
 		return errors.Join(err, f.Stop())
 	}
 	return nil
@@ -180,18 +193,35 @@ func (pl *PacketLab) Measure(ctx context.Context, r *benchxdp.Replayer, f Forwar
 	if err != nil {
 		return s, err
 	}
-	var res benchxdp.ReplayResult
-	err = pl.Gen.Do(func() error {
-		restore, err := pinThread(pl.Place.Gen)
-		if err != nil {
-			return err
-		}
-		defer restore()
-		res, err = r.Run(ctx, benchxdp.ReplayOptions{Ifindex: pl.GenIdx, Rate: o.Rate, Count: o.Count, Duration: o.Duration})
-		return err
-	})
-	if err != nil {
+	gens := o.Gens
+	if len(gens) == 0 {
+		gens = []Gen{{R: r, CPU: pl.Place.Gen}}
+	}
+	results := make([]benchxdp.ReplayResult, len(gens))
+	errs := make([]error, len(gens))
+	var wg sync.WaitGroup
+	for i, g := range gens {
+		wg.Go(func() {
+			errs[i] = pl.Gen.Do(func() error {
+				restore, err := pinThread(g.CPU)
+				if err != nil {
+					return err
+				}
+				defer restore()
+				results[i], err = g.R.Run(ctx, benchxdp.ReplayOptions{Ifindex: pl.GenIdx, Rate: o.Rate, Count: o.Count, Duration: o.Duration})
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return s, err
+	}
+	var res benchxdp.ReplayResult
+	for _, x := range results {
+		res.Emitted += x.Emitted
+		res.Errors += x.Errors
+		res.Elapsed = max(res.Elapsed, x.Elapsed)
 	}
 	time.Sleep(o.Settle)
 	if err := pl.quiesce(); err != nil {
@@ -236,7 +266,11 @@ func (pl *PacketLab) Measure(ctx context.Context, r *benchxdp.Replayer, f Forwar
 	for _, v := range s.Drops {
 		dropped += v
 	}
-	s.Unaccounted = int64(s.Sent) - int64(s.Forwarded) - int64(dropped)
+	// Frames to other MACs are the director's answers in place of a
+	// forwarded frame (ICMP errors back to the client): accounted for,
+	// not forwarded. Anything else there (its own ARP) would make
+	// Unaccounted negative, which shows.
+	s.Unaccounted = int64(s.Sent) - int64(s.Forwarded) - int64(s.Other) - int64(dropped)
 	return s, nil
 }
 

@@ -44,12 +44,15 @@ func (r *Report) e2e(path, mode string) *E2ECell {
 }
 
 func errText(err error) string {
-	if errors.Is(err, ErrNotAvailable) {
-		return NA
-	}
 	s := err.Error()
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i]
+	}
+	if errors.Is(err, ErrNotAvailable) {
+		if err == ErrNotAvailable {
+			return NA
+		}
+		return NA + ": " + s
 	}
 	return "error: " + s
 }
@@ -58,6 +61,7 @@ func errText(err error) string {
 // targets with pass/short/not available.
 func (r *Report) Write(w io.Writer) {
 	fmt.Fprintf(w, "xvs-bench: %d CPUs, %s; %d runs per cell\n", runtime.NumCPU(), r.Opts.Place, r.Opts.Runs)
+	fmt.Fprintf(w, "load average (1/5/15 min) at start %s, at end %s\n", r.Load[0], r.Load[1])
 	if len(r.Cells) > 0 {
 		fmt.Fprintf(w, "\npacket replay (veth, AF_XDP copy mode, 1 queue; %v per run; Mpps forwarded = frames at the sink / generator time)\n", r.Opts.Duration)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -70,7 +74,7 @@ func (r *Report) Write(w io.Writer) {
 			pacedDrops, share := "-", "-"
 			if c.Paced != nil {
 				pacedDrops = fmt.Sprint(int64(c.Paced.Sent) - int64(c.Paced.Forwarded) - c.Paced.Unaccounted)
-				share = fmt.Sprintf("%.1f%%", 100*c.WorstShare())
+				share = pct(c.WorstShare())
 			}
 			lo, med, hi := c.Mpps()
 			off := make([]float64, len(c.Samples))
@@ -79,6 +83,20 @@ func (r *Report) Write(w io.Writer) {
 			}
 			_, offMed, _ := spread(off)
 			fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.3f\t%.3f\t%.2f\t%d\t%s\t%s\t\n", c.Forwarder, c.Size, lo, med, hi, offMed, c.Unaccounted(), pacedDrops, share)
+		}
+		tw.Flush()
+	}
+	if len(r.Shares) > 0 {
+		fmt.Fprintf(w, "\nreal-server shares (share run: %d TCP SYNs, one per flow, each from its own client address, over the %d-VIP service table, paced; deviation from equal weights)\n", ShareFlows, ServiceVIPs)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "forwarder\toffered Mpps\tforwarded\tdrops\tunaccounted\tworst dev.\tscheduler alone\t")
+		for _, sr := range r.Shares {
+			if sr.Err != nil {
+				fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t%s\n", sr.Forwarder, errText(sr.Err))
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%.3f\t%d\t%d\t%d\t%.1f%%\t%s\t\n", sr.Forwarder, sr.Rate/1e6, sr.Sample.Forwarded,
+				int64(sr.Sample.Sent)-int64(sr.Sample.Forwarded)-sr.Sample.Unaccounted, sr.Sample.Unaccounted, 100*sr.Worst(), pct(sr.Predicted))
 		}
 		tw.Flush()
 	}
@@ -114,7 +132,7 @@ type Target struct{ Name, Value, Verdict string }
 
 func ratio(num, den *Cell) (float64, error) {
 	if num == nil || den == nil {
-		return 0, fmt.Errorf("not measured: %w", ErrNotAvailable)
+		return 0, ErrNotAvailable
 	}
 	for _, c := range []*Cell{num, den} {
 		if len(c.Samples) == 0 {
@@ -130,6 +148,13 @@ func ratio(num, den *Cell) (float64, error) {
 		return 0, errors.New("zero baseline")
 	}
 	return a / b, nil
+}
+
+func pct(x float64) string {
+	if x < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*x)
 }
 
 func verdict(ok bool) string {
@@ -151,11 +176,16 @@ func (r *Report) Targets() []Target {
 		}
 	}
 	for _, size := range order {
-		for _, dut := range []string{"xvsd-dr wlc", "xvsd-dr mh"} {
+		for _, dut := range []string{"xvsd-dr wlc", "xvsd-dr mh", "xvsd-tun wlc", "xvsd-nat wlc"} {
+			// The acceptance names DR; TUN and NAT are reported.
+			minNull := TargetVsXSKNull
+			if !strings.HasPrefix(dut, "xvsd-dr") {
+				minNull = 0
+			}
 			for _, base := range []struct {
 				name string
 				min  float64
-			}{{"xsk-null", TargetVsXSKNull}, {"xdp-fwd", 0}} {
+			}{{"xsk-null", minNull}, {"xdp-fwd", 0}} {
 				q, err := ratio(r.cell(dut, size), r.cell(base.name, size))
 				name := fmt.Sprintf("%s / %s, %s", dut, base.name, size)
 				switch {
@@ -168,7 +198,19 @@ func (r *Report) Targets() []Target {
 				}
 			}
 		}
-		ts = append(ts, Target{"xvsd-dr 2-queue ≥ 1.6× 1-queue, " + size, "-", NA})
+		// The queue rows are measured at the first size only.
+		if size != order[0] {
+			continue
+		}
+		name := fmt.Sprintf("xvsd-dr 2-queue ≥ %.1f× 1-queue (generators on cpu0+cpu1), %s", TargetTwoQueue, size)
+		if q, err := ratio(r.cell(TwoQueueRow, size), r.cell(OneQueueRow, size)); err != nil {
+			ts = append(ts, Target{name, "-", errText(err)})
+		} else {
+			ts = append(ts, Target{name, fmt.Sprintf("%.2f×", q), verdict(q >= TargetTwoQueue)})
+		}
+		if q, err := ratio(r.cell(TwoQueueRow, size), r.cell("xvsd-dr wlc", size)); err == nil {
+			ts = append(ts, Target{fmt.Sprintf("%s / xvsd-dr wlc (1 queue, generator on cpu0 only), %s", TwoQueueRow, size), fmt.Sprintf("%.2f×", q), "(reported)"})
+		}
 	}
 	for _, c := range r.Cells {
 		if len(c.Samples) == 0 {
@@ -179,6 +221,17 @@ func (r *Report) Targets() []Target {
 		if ws := c.WorstShare(); ws >= 0 {
 			ts = append(ts, Target{fmt.Sprintf("real-server shares ±5%% (paced run), %s %s", c.Forwarder, c.Size), fmt.Sprintf("worst %.1f%%", 100*ws), verdict(ws <= TargetShare)})
 		}
+	}
+	for _, sr := range r.Shares {
+		name := fmt.Sprintf("real-server shares ±5%% of weights (share run), %s", sr.Forwarder)
+		if sr.Err != nil {
+			ts = append(ts, Target{name, "-", errText(sr.Err)})
+			continue
+		}
+		u := sr.Sample.Unaccounted
+		ts = append(ts, Target{fmt.Sprintf("no silent loss, share run, %s", sr.Forwarder), fmt.Sprintf("%d unaccounted", u), verdict(u == 0)})
+		ws := sr.Worst()
+		ts = append(ts, Target{name, fmt.Sprintf("worst %.1f%% (scheduler alone %s)", 100*ws, pct(sr.Predicted)), verdict(ws >= 0 && ws <= TargetShare)})
 	}
 	if len(r.E2E) > 0 {
 		dut := r.e2e("xvsd-dr", "close")

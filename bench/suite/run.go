@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/xvs-lb/xvs/bench/benchxdp"
@@ -25,7 +28,10 @@ type Options struct {
 	NoPacket bool
 	E2E      E2EOptions
 	NoE2E    bool
-	Log      io.Writer // progress lines; nil = none
+	// Forwarders, if set, limits the packet table to these rows (names
+	// as printed: xdp-fwd, xsk-null, xvsd-dr wlc, …).
+	Forwarders []string
+	Log        io.Writer // progress lines; nil = none
 }
 
 func (o *Options) defaults() {
@@ -90,23 +96,39 @@ func (c Cell) Unaccounted() int64 {
 // WorstShare is the largest relative deviation of a real server's share of
 // forwarded frames from its expected share (0.05 = 5%) in the paced run;
 // -1 if there was none.
+// forwardedNothing explains runs in which no frame reached a real server:
+// a method this xvsd build does not forward (it drops every frame with
+// reason "method") is not available; anything else is an error.
+func forwardedNothing(ss []Sample) error {
+	if len(ss) == 0 {
+		return nil
+	}
+	drops := map[string]uint64{}
+	for _, s := range ss {
+		if s.Forwarded > 0 {
+			return nil
+		}
+		for k, v := range s.Drops {
+			drops[k] += v
+		}
+	}
+	top, n := "", uint64(0)
+	for k, v := range drops {
+		if v > n || (v == n && k < top) {
+			top, n = k, v
+		}
+	}
+	if top == "xvsd drop method" {
+		return fmt.Errorf("%w: this xvsd drops every frame with reason \"method\" (forwarding method not in this build)", ErrNotAvailable)
+	}
+	return fmt.Errorf("forwarded nothing; most drops: %s (%d)", top, n)
+}
+
 func (c Cell) WorstShare() float64 {
 	if c.Paced == nil {
 		return -1
 	}
-	worst := 0.0
-	for _, s := range []Sample{*c.Paced} {
-		if s.Forwarded == 0 {
-			continue
-		}
-		for mac, want := range c.Expected {
-			got := float64(s.ByMAC[mac]) / float64(s.Forwarded)
-			if want > 0 {
-				worst = max(worst, abs(got-want)/want)
-			}
-		}
-	}
-	return worst
+	return worstDev(c.Paced.ByMAC, c.Paced.Forwarded, c.Expected)
 }
 
 // shareSummary lists the largest and smallest real-server shares against
@@ -181,8 +203,26 @@ type Report struct {
 	Opts  Options
 	Cells []Cell
 	E2E   []E2ECell
-	Start time.Time
-	Took  time.Duration
+	// Shares are the share runs of the devices under test.
+	Shares []ShareRun
+	Start  time.Time
+	Took   time.Duration
+	// Load is /proc/loadavg's 1/5/15-minute figures at the start and at
+	// the end of the run: other work on the machine moves every figure.
+	Load [2]string
+}
+
+// loadAvg reads the 1, 5 and 15-minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 type traceSet struct {
@@ -255,8 +295,22 @@ func pcapServices(frames [][]byte) ([]netip.Addr, uint16) {
 type forwarderSeat struct {
 	name   string
 	make   func() (Forwarder, error)
-	hashed bool // spread by FlowHash (baselines) rather than by a scheduler
+	hashed bool   // spread by FlowHash (baselines) rather than by a scheduler
+	sched  string // the scheduler, for the share run (devices under test)
+	// queues > 1: a multi-queue veth. twoGens: a generator thread on
+	// each of CPUs 0 and 1 (first frame size only, no paced run), the
+	// arrangement of the queue-scaling comparison.
+	queues    int
+	twoGens   bool
+	firstSize bool // measured at the first frame size only (extra rows)
 }
+
+// Queue-scaling rows: the same DUT and the same two generators, on a 1-
+// and a 2-queue veth.
+const (
+	OneQueueRow = "xvsd-dr wlc 1q 2gen"
+	TwoQueueRow = "xvsd-dr wlc 2q 2gen"
+)
 
 // Seats are the forwarders measured, in table order: the two baselines,
 // then the device under test.
@@ -264,15 +318,21 @@ func Seats() []forwarderSeat {
 	return []forwarderSeat{
 		{name: "xdp-fwd", make: func() (Forwarder, error) { return &XDPFwd{}, nil }, hashed: true},
 		{name: "xsk-null", make: func() (Forwarder, error) { return &XSKNull{}, nil }, hashed: true},
-		{name: "xvsd-dr wlc", make: func() (Forwarder, error) { return XVSDDR("wlc") }},
-		{name: "xvsd-dr mh", make: func() (Forwarder, error) { return XVSDDR("mh") }},
+		{name: "xsk-asavie", make: func() (Forwarder, error) { return &XSKAsavie{}, nil }, hashed: true, firstSize: true},
+		{name: "xvsd-dr wlc", make: func() (Forwarder, error) { return XVSDDR("wlc") }, sched: "wlc"},
+		{name: "xvsd-dr mh", make: func() (Forwarder, error) { return XVSDDR("mh") }, sched: "mh"},
+		{name: "xvsd-tun wlc", make: func() (Forwarder, error) { return XVSD("TUN", "wlc") }},
+		{name: "xvsd-nat wlc", make: func() (Forwarder, error) { return XVSD("NAT", "wlc") }},
+		{name: OneQueueRow, make: func() (Forwarder, error) { return XVSDDR("wlc") }, queues: 1, twoGens: true, firstSize: true},
+		{name: TwoQueueRow, make: func() (Forwarder, error) { return XVSDDR("wlc") }, queues: 2, twoGens: true, firstSize: true},
 	}
 }
 
 // Run measures everything Options ask for.
 func Run(ctx context.Context, tb netlab.TB, o Options) (*Report, error) {
 	o.defaults()
-	rep := &Report{Opts: o, Start: time.Now()}
+	rep := &Report{Opts: o, Start: time.Now(), Load: [2]string{loadAvg()}}
+	defer func() { rep.Load[1] = loadAvg() }()
 	if !o.NoPacket {
 		if err := runPacket(ctx, tb, o, rep); err != nil {
 			return rep, err
@@ -299,37 +359,86 @@ func runPacket(ctx context.Context, tb netlab.TB, o Options, rep *Report) error 
 		}
 		defer replayers[i].Close()
 	}
+	var shareTr *trace.Trace
+	var shareRep, gen2 *benchxdp.Replayer
+	defer func() {
+		for _, r := range []*benchxdp.Replayer{shareRep, gen2} {
+			if r != nil {
+				r.Close()
+			}
+		}
+	}()
 	for _, seat := range Seats() {
+		if len(o.Forwarders) > 0 && !slices.Contains(o.Forwarders, seat.name) {
+			continue
+		}
 		// A fresh veth pair per forwarder, one start for all sizes:
 		// asavie/xdp never unmaps its rings, so xsk-null's socket keeps
 		// its queue busy until the process exits.
 		f, err := seat.make()
+		if err == nil && seat.twoGens && runtime.NumCPU() < 2 {
+			err = fmt.Errorf("two generators need 2 CPUs: %w", ErrNotAvailable)
+		}
 		var pl *PacketLab
 		if err == nil {
 			fmt.Fprintf(o.Log, "packet: %s: starting\n", seat.name)
-			if pl, err = NewPacketLab(tb, RealsPerService, o.Place); err == nil {
-				err = pl.Start(f, pl.Env(tb, sets[0].vips, sets[0].port))
+			if pl, err = NewPacketLabQueues(tb, RealsPerService, o.Place, seat.queues); err == nil {
+				env := pl.Env(tb, sets[0].vips, sets[0].port)
+				if seat.twoGens {
+					// Queue-scaling rows: the DUT may run anywhere, on
+					// one queue as on two; only the queues differ.
+					env.WorkerCPUs = fmt.Sprintf("0-%d", runtime.NumCPU()-1)
+				}
+				err = pl.Start(f, env)
 			}
 		}
 		for i, ts := range sets {
+			if seat.firstSize && i > 0 {
+				break
+			}
+			var po PacketOptions
 			cell := Cell{Forwarder: seat.name, Size: ts.size, Err: err}
+			if seat.twoGens && err == nil {
+				if gen2 == nil {
+					gen2, cell.Err = benchxdp.LoadReplayer(ts.frames)
+				}
+				po.Gens = []Gen{{R: replayers[i], CPU: 0}, {R: gen2, CPU: 1}}
+			}
 			reals := Reals(RealsPerService)
 			if seat.hashed {
 				cell.Expected = hashShares(ts.frames, reals)
-			} else {
-				cell.Expected = equalShares(reals)
 			}
-			for r := 0; err == nil && r < o.Runs && ctx.Err() == nil; r++ {
-				s, merr := pl.Measure(ctx, replayers[i], f, PacketOptions{Duration: o.Duration})
+			// A scheduler's spread is judged by the share run: the
+			// trace has too few flows per service for it.
+			for r := 0; cell.Err == nil && r < o.Runs && ctx.Err() == nil; r++ {
+				po.Duration = o.Duration
+				s, merr := pl.Measure(ctx, replayers[i], f, po)
 				if merr != nil {
 					cell.Err = merr
 					break
 				}
 				fmt.Fprintf(o.Log, "packet: %-12s %5s run %d: %.3f Mpps forwarded (%.2f offered), unaccounted %d\n",
 					seat.name, ts.size, r+1, s.Mpps(), s.OfferedMpps(), s.Unaccounted)
+				if s.Unaccounted != 0 {
+					fmt.Fprintf(o.Log, "packet: %-12s %5s run %d: sent %d, forwarded %d, other %d, counted drops %v, forwarder %+v\n",
+						seat.name, ts.size, r+1, s.Sent, s.Forwarded, s.Other, s.Drops, s.Fwd)
+				}
 				cell.Samples = append(cell.Samples, s)
 			}
-			if len(cell.Samples) > 0 && cell.Err == nil && ctx.Err() == nil {
+			if seat.queues > 1 && pl != nil {
+				// Did the generators feed every queue? (cumulative)
+				if st, err := ethtoolStats(pl.Dir, pl.DirIf); err == nil {
+					var per []string
+					for q := range seat.queues {
+						per = append(per, fmt.Sprintf("queue %d: %d", q, st[fmt.Sprintf("rx_queue_%d_xdp_packets", q)]))
+					}
+					fmt.Fprintf(o.Log, "packet: %s: director frames by RX queue: %s\n", seat.name, strings.Join(per, ", "))
+				}
+			}
+			if err := forwardedNothing(cell.Samples); err != nil {
+				cell.Err, cell.Samples = err, nil
+			}
+			if len(cell.Samples) > 0 && cell.Err == nil && ctx.Err() == nil && !seat.twoGens {
 				// A quarter of the slowest run: this machine's other load
 				// moves capacity by 2-3× between runs.
 				lo, _, _ := cell.Mpps()
@@ -348,6 +457,29 @@ func runPacket(ctx context.Context, tb netlab.TB, o Options, rep *Report) error 
 				}
 			}
 			rep.Cells = append(rep.Cells, cell)
+		}
+		if seat.sched != "" && err == nil && ctx.Err() == nil {
+			if shareTr == nil {
+				if shareTr, err = shareTrace(sets[0].vips, sets[0].port); err == nil {
+					shareRep, err = benchxdp.LoadReplayer(shareTr.Frames)
+				}
+				if err != nil {
+					return fmt.Errorf("share run: %w", err)
+				}
+			}
+			// A quarter of the slowest 64-byte run (new flows cost more
+			// than established ones), at least 10 kpps.
+			rate := 1e4
+			if c := rep.cell(seat.name, sets[0].size); c != nil && len(c.Samples) > 0 {
+				lo, _, _ := c.Mpps()
+				rate = max(lo*1e6/4, 1e4)
+			}
+			sr := pl.runShare(ctx, shareRep, f, seat.sched, shareTr, rate)
+			if sr.Err == nil {
+				fmt.Fprintf(o.Log, "packet: %-12s share run at %.3f Mpps: %d flows, forwarded %d, drops %v, unaccounted %d, worst %.1f%% (scheduler alone %.1f%%); %s\n",
+					seat.name, rate/1e6, sr.Flows, sr.Sample.Forwarded, sr.Sample.Drops, sr.Sample.Unaccounted, 100*sr.Worst(), 100*sr.Predicted, shareSummary(sr.Sample, sr.want))
+			}
+			rep.Shares = append(rep.Shares, sr)
 		}
 		if err == nil {
 			if serr := f.Stop(); serr != nil {

@@ -1,6 +1,8 @@
 package suite
 
 import (
+	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -66,14 +68,61 @@ func TestHashSharesSumToOne(t *testing.T) {
 }
 
 func TestKeepalivedConf(t *testing.T) {
-	c := KeepalivedConf("eth0", VIPs(2), 80, Reals(3), "mh")
-	for _, want := range []string{"xvs_interface eth0", "virtual_server 198.18.0.101 80 {", "lb_algo mh", "lb_kind DR", "protocol UDP", "real_server 198.18.1.3 80 {"} {
-		if !strings.Contains(c, want) {
-			t.Errorf("config lacks %q", want)
+	for _, kind := range []string{"DR", "TUN", "NAT"} {
+		c := KeepalivedConf("eth0", VIPs(2), 80, Reals(3), "mh", kind)
+		for _, want := range []string{"xvs_interface eth0", "virtual_server 198.18.0.101 80 {", "lb_algo mh", "lb_kind " + kind + "\n", "protocol UDP", "real_server 198.18.1.3 80 {"} {
+			if !strings.Contains(c, want) {
+				t.Errorf("%s: config lacks %q", kind, want)
+			}
+		}
+		if n := strings.Count(c, "real_server"); n != 2*2*3 {
+			t.Errorf("%s: %d real_server blocks, want 12", kind, n)
 		}
 	}
-	if n := strings.Count(c, "real_server"); n != 2*2*3 {
-		t.Errorf("%d real_server blocks, want 12", n)
+}
+
+func TestWorstDev(t *testing.T) {
+	a, b := [6]byte{1}, [6]byte{2}
+	want := map[[6]byte]float64{a: 0.5, b: 0.5}
+	for _, tc := range []struct {
+		got   map[[6]byte]uint64
+		total uint64
+		worst float64
+	}{
+		{map[[6]byte]uint64{a: 50, b: 50}, 100, 0},
+		{map[[6]byte]uint64{a: 55, b: 45}, 100, 0.1},
+		{map[[6]byte]uint64{a: 100}, 100, 1},
+		{nil, 0, -1},
+	} {
+		if got := worstDev(tc.got, tc.total, want); math.Abs(got-tc.worst) > 1e-9 {
+			t.Errorf("worstDev(%v, %d) = %v, want %v", tc.got, tc.total, got, tc.worst)
+		}
+	}
+}
+
+// TestPredictShares: wlc over one SYN per flow fills every real server in
+// turn (exact shares when the flows per service are a multiple of the
+// servers); mh's spread over 65534 distinct clients is its hash's, a few
+// percent, and deterministic.
+func TestPredictShares(t *testing.T) {
+	tr, err := shareTrace(VIPs(4), 80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := &trace.Trace{Flows: tr.Flows[:4*64*8]}
+	if got, err := predictShares("wlc", small, Reals(64)); err != nil || got != 0 {
+		t.Errorf("wlc over 8 flows per real server and service: worst %v, %v; want 0", got, err)
+	}
+	m1, err := predictShares("mh", tr, Reals(64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, _ := predictShares("mh", tr, Reals(64))
+	if m1 != m2 || m1 <= 0 || m1 > 0.2 {
+		t.Errorf("mh worst deviation %v then %v, want the same, in (0, 20%%]", m1, m2)
+	}
+	if _, err := predictShares("nope", small, Reals(2)); err == nil {
+		t.Error("unknown scheduler: no error")
 	}
 }
 
@@ -104,5 +153,22 @@ xvs_xdp_packets_total{verdict="passed"} 3
 	got := ParseXVSDMetrics(text)
 	if got.RX != 1500 || got.TX != 1200 || got.Drops["xvsd drop no_conn"] != 300 || got.Drops["xvsd xdp passed"] != 3 || len(got.Drops) != 2 {
 		t.Errorf("ParseXVSDMetrics = %+v", got)
+	}
+}
+
+func TestForwardedNothing(t *testing.T) {
+	for _, tc := range []struct {
+		ss      []Sample
+		err, na bool
+	}{
+		{nil, false, false},
+		{[]Sample{{Forwarded: 0}, {Forwarded: 3}}, false, false},
+		{[]Sample{{Drops: map[string]uint64{"xvsd drop method": 10, "dir rx_drops": 2}}}, true, true},
+		{[]Sample{{Drops: map[string]uint64{"xvsd drop no_dest": 10}}}, true, false},
+	} {
+		err := forwardedNothing(tc.ss)
+		if (err != nil) != tc.err || errors.Is(err, ErrNotAvailable) != tc.na {
+			t.Errorf("forwardedNothing(%+v) = %v; want error %v, not available %v", tc.ss, err, tc.err, tc.na)
+		}
 	}
 }

@@ -44,7 +44,7 @@ type Config struct {
 	Flows   int          // distinct flows; default 512
 	Dist    string       // flow sizes: "uniform" (default) or "zipf"
 	ZipfS   float64      // Zipf exponent (>1); default 1.2
-	Proto   string       // "tcp" (default), "udp" or "mix" (half the flows each)
+	Proto   string       // "tcp" (default), "udp", "mix" (half the flows each) or "syn" (TCP, one SYN per flow)
 	Size    string       // "64" (default), "1514", "imix" or a captured length 60..1514
 	VIPs    []netip.Addr // destinations, flows spread round-robin; default DefaultVIP
 	Port    uint16       // destination port; default 80
@@ -52,6 +52,11 @@ type Config struct {
 	SrcMAC  net.HardwareAddr
 	DstMAC  net.HardwareAddr
 	Seed    uint64
+	// DistinctClients gives flow i the i-th host address of Clients
+	// (wrapping when the flows outnumber the addresses) instead of a
+	// random one: schedulers that hash the client address (mh, sh) then
+	// see as many distinct keys as the prefix allows.
+	DistinctClients bool
 }
 
 func (c *Config) defaults() error {
@@ -79,8 +84,8 @@ func (c *Config) defaults() error {
 	if c.Proto == "" {
 		c.Proto = "tcp"
 	}
-	if c.Proto != "tcp" && c.Proto != "udp" && c.Proto != "mix" {
-		return fmt.Errorf("trace: protocol %q: want tcp, udp or mix", c.Proto)
+	if c.Proto != "tcp" && c.Proto != "udp" && c.Proto != "mix" && c.Proto != "syn" {
+		return fmt.Errorf("trace: protocol %q: want tcp, udp, mix or syn", c.Proto)
 	}
 	if c.Size == "" {
 		c.Size = "64"
@@ -114,10 +119,7 @@ func (c *Config) defaults() error {
 	if len(c.SrcMAC) != 6 || len(c.DstMAC) != 6 {
 		return errors.New("trace: MACs must be Ethernet (6 bytes)")
 	}
-	minPer := 1
-	if c.Proto != "udp" {
-		minPer = 3 // SYN, ACK, FIN
-	}
+	minPer := minPackets(c.Proto)
 	if c.Flows == 0 || c.Packets < c.Flows*minPer {
 		return fmt.Errorf("trace: %d packets cannot hold %d %s flows (at least %d packets each)", c.Packets, c.Flows, c.Proto, minPer)
 	}
@@ -183,6 +185,15 @@ type Trace struct {
 	Flows  []Flow
 }
 
+// minPackets is the fewest frames a flow of proto has: SYN, ACK and FIN
+// for TCP connections, one datagram or one SYN otherwise.
+func minPackets(proto string) int {
+	if proto == "tcp" || proto == "mix" {
+		return 3
+	}
+	return 1
+}
+
 // FlowSizes splits packets among flows: equal shares (uniform) or shares
 // proportional to 1/rank^s (zipf), each at least minPer, summing to packets.
 func FlowSizes(dist string, s float64, flows, packets, minPer int) []int {
@@ -219,10 +230,7 @@ func Generate(c Config) (*Trace, error) {
 	}
 	sizer, _ := ParseSize(c.Size)
 	r := rand.New(rand.NewPCG(c.Seed, 0x78767362656e6368)) // "xvsbench"
-	minPer := 3
-	if c.Proto == "udp" {
-		minPer = 1
-	}
+	minPer := minPackets(c.Proto)
 	sizes := FlowSizes(c.Dist, c.ZipfS, c.Flows, c.Packets, minPer)
 
 	t := &Trace{Flows: make([]Flow, c.Flows)}
@@ -238,6 +246,9 @@ func Generate(c Config) (*Trace, error) {
 		for {
 			// Host part avoids the network and broadcast addresses.
 			h := 1 + r.Uint32N(uint32(1)<<hostBits-2)
+			if c.DistinctClients {
+				h = 1 + uint32(i)%(uint32(1)<<hostBits-2)
+			}
 			a := base
 			v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
 			v |= h
@@ -299,7 +310,7 @@ func build(c Config, f Flow, k, size int) ([]byte, error) {
 		const isn = 1000
 		tc := &layers.TCP{SrcPort: layers.TCPPort(f.Src.Port()), DstPort: layers.TCPPort(f.Dst.Port()), Window: 65535}
 		switch {
-		case k == 0:
+		case k == 0 || c.Proto == "syn":
 			tc.SYN, tc.Seq = true, isn
 		case k == 1:
 			tc.ACK, tc.Seq, tc.Ack = true, isn+1, 2001

@@ -264,3 +264,40 @@ func BenchmarkGenerate(b *testing.B) {
 		}
 	}
 }
+
+// TestSYNDistinctClients checks the share-run trace: one TCP SYN per flow,
+// every flow from its own client address while the prefix lasts.
+func TestSYNDistinctClients(t *testing.T) {
+	for _, tc := range []struct {
+		clients   string
+		flows     int
+		wantAddrs int
+	}{
+		{"198.19.0.0/16", 3000, 3000},
+		{"198.19.0.0/28", 40, 14}, // 14 hosts: addresses wrap, flows stay distinct
+	} {
+		tr, err := Generate(Config{Packets: tc.flows, Flows: tc.flows, Proto: "syn", Clients: netip.MustParsePrefix(tc.clients), DistinctClients: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tr.Frames) != tc.flows {
+			t.Fatalf("%s: %d frames, want %d", tc.clients, len(tr.Frames), tc.flows)
+		}
+		addrs := map[netip.Addr]bool{}
+		flows := map[netip.AddrPort]bool{}
+		for i, f := range tr.Frames {
+			p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+			tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			if tcp == nil || ip == nil || !tcp.SYN || tcp.ACK || tcp.FIN {
+				t.Fatalf("%s: frame %d is not a bare TCP SYN", tc.clients, i)
+			}
+			a, _ := netip.AddrFromSlice(ip.SrcIP)
+			addrs[a] = true
+			flows[netip.AddrPortFrom(a, uint16(tcp.SrcPort))] = true
+		}
+		if len(addrs) != tc.wantAddrs || len(flows) != tc.flows {
+			t.Errorf("%s: %d client addresses, %d flows; want %d, %d", tc.clients, len(addrs), len(flows), tc.wantAddrs, tc.flows)
+		}
+	}
+}

@@ -63,7 +63,7 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage: xvs-bench <command> [flags]
   gen     write a synthetic trace (pcap) of client flows to VIPs
   replay  replay a pcap into a veth at line rate (BPF_PROG_RUN live frames)
-  run     run the benchmark suite and print the table (--quick: under 2 minutes)
+  run     run the benchmark suite and print the table (--quick: about 6 minutes)
 xvs-bench <command> --help lists the flags.
 `)
 }
@@ -112,7 +112,7 @@ func replay(args []string) error {
 	ifname := fs.String("ifname", "", "veth to transmit on (its peer must have an XDP program)")
 	pcap := fs.String("pcap", "", "pcap to replay (Ethernet)")
 	rate := fs.Float64("rate", 0, "packets per second; 0 = as fast as possible")
-	dur := fs.Duration("duration", 5*time.Second, "stop after this long (0 = only --count)")
+	dur := fs.Duration("duration", 5*time.Second, "stop after this long (0 = only --count; with --count alone, no time limit)")
 	count := fs.Uint64("count", 0, "stop after this many packets")
 	cpu := fs.Int("cpu", -1, "pin the generator to this CPU")
 	if err := fs.Parse(args); err != nil {
@@ -120,6 +120,9 @@ func replay(args []string) error {
 	}
 	if *ifname == "" || *pcap == "" {
 		return errors.New("--ifname and --pcap are required")
+	}
+	if fs.Changed("count") && !fs.Changed("duration") {
+		*dur = 0
 	}
 	frames, err := trace.ReadPcapFile(*pcap)
 	if err != nil {
@@ -174,6 +177,7 @@ func run(args []string) error {
 	c, nvips := traceFlags(fs)
 	fs.BoolVar(&o.NoPacket, "no-packet", false, "skip the packet replay benchmarks")
 	fs.BoolVar(&o.NoE2E, "no-e2e", false, "skip the end-to-end benchmarks")
+	fs.StringSliceVar(&o.Forwarders, "forwarders", nil, "only these packet rows (e.g. xsk-null,\"xvsd-dr wlc\")")
 	fs.DurationVar(&o.E2E.Duration, "e2e-duration", 10*time.Second, "wrk run time")
 	fs.IntVar(&o.E2E.Runs, "e2e-runs", 5, "wrk runs per path and mode")
 	fs.IntVar(&o.E2E.Connections, "connections", 32, "wrk connections")

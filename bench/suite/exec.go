@@ -1,5 +1,0 @@
-package suite
-
-import "os/exec"
-
-var execCommand = exec.Command

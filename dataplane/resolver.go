@@ -28,7 +28,16 @@ type Resolver struct {
 	hops  map[netip.Addr]nextHop
 	links map[int]int // interfaces the dataplane serves: ifindex → port
 	probe int         // UDP/IPv6 socket whose datagrams make the kernel resolve a neighbour
+
+	// Per-pass caches, reset by each Resolve: one neighbour-table dump per
+	// (link, family) and one MTU read per link, instead of one per real
+	// server — with thousands of real servers, per-address dumps made a
+	// pass quadratic and stole CPU from the workers.
+	neighs map[neighKey]map[netip.Addr]net.HardwareAddr
+	mtus   map[int]int
 }
+
+type neighKey struct{ link, family int }
 
 // NewResolver opens a netlink handle and one ARP client per interface.
 func NewResolver(ifaces []*net.Interface) (*Resolver, error) {
@@ -105,6 +114,8 @@ func (r *Resolver) Resolve(addrs []netip.Addr, timeout, budget time.Duration) (c
 	if r.nl == nil {
 		return false
 	}
+	r.neighs, r.mtus = map[neighKey]map[netip.Addr]net.HardwareAddr{}, map[int]int{}
+	defer func() { r.neighs, r.mtus = nil, nil }()
 	seen := map[netip.Addr]bool{}
 	for _, a := range addrs {
 		if seen[a] {
@@ -114,14 +125,19 @@ func (r *Resolver) Resolve(addrs []netip.Addr, timeout, budget time.Duration) (c
 			break
 		}
 		seen[a] = true
-		mac, err := r.resolve(a, timeout)
-		old, had := r.macs[a]
-		if h, ok := r.route(a); ok {
-			if oh, hadh := r.hops[a]; !hadh || oh.Port != h.Port || oh.MTU != h.MTU || oh.Src != h.Src {
-				r.hops[a] = h
-				changed = true
+		rt, rok := r.routeTo(a)
+		var mac net.HardwareAddr
+		err := fmt.Errorf("no route to %s", a)
+		if rok {
+			mac, err = r.resolve(a, rt, timeout)
+			if h, ok := r.hopOf(rt); ok {
+				if oh, hadh := r.hops[a]; !hadh || oh.Port != h.Port || oh.MTU != h.MTU || oh.Src != h.Src {
+					r.hops[a] = h
+					changed = true
+				}
 			}
 		}
+		old, had := r.macs[a]
 		switch {
 		case err == nil && (!had || !bytes.Equal(old, mac)):
 			r.macs[a] = mac
@@ -135,21 +151,32 @@ func (r *Resolver) Resolve(addrs []netip.Addr, timeout, budget time.Duration) (c
 }
 
 // route finds the port, MTU and preferred source of the route to a.
-func (r *Resolver) route(a netip.Addr) (nextHop, bool) {
+func (r *Resolver) routeTo(a netip.Addr) (netlink.Route, bool) {
 	routes, err := r.nl.RouteGet(a.AsSlice())
 	if err != nil || len(routes) == 0 {
-		return nextHop{}, false
+		return netlink.Route{}, false
 	}
-	rt := routes[0]
+	return routes[0], true
+}
+
+// hopOf is the port, MTU and preferred source of route rt.
+func (r *Resolver) hopOf(rt netlink.Route) (nextHop, bool) {
 	port, ok := r.links[rt.LinkIndex]
 	if !ok {
 		return nextHop{}, false
 	}
 	h := nextHop{Port: port, MTU: rt.MTU, Gateway: rt.Gw != nil}
 	if h.MTU == 0 {
-		if l, err := r.nl.LinkByIndex(rt.LinkIndex); err == nil {
-			h.MTU = l.Attrs().MTU
+		mtu, ok := r.mtus[rt.LinkIndex]
+		if !ok {
+			if l, err := r.nl.LinkByIndex(rt.LinkIndex); err == nil {
+				mtu = l.Attrs().MTU
+			}
+			if r.mtus != nil {
+				r.mtus[rt.LinkIndex] = mtu
+			}
 		}
+		h.MTU = mtu
 	}
 	if src, ok := netip.AddrFromSlice(rt.Src); ok {
 		h.Src = src.Unmap()
@@ -157,32 +184,37 @@ func (r *Resolver) route(a netip.Addr) (nextHop, bool) {
 	return h, true
 }
 
-// neighbour looks a up in the kernel's neighbour table of link.
-func (r *Resolver) neighbour(link int, a netip.Addr) (net.HardwareAddr, bool) {
+// neighbour looks a up in the kernel's neighbour table of link, from the
+// pass's dump unless fresh asks for a new one (after a probe).
+func (r *Resolver) neighbour(link int, a netip.Addr, fresh bool) (net.HardwareAddr, bool) {
 	family := netlink.FAMILY_V4
 	if !a.Is4() {
 		family = netlink.FAMILY_V6
 	}
-	neighs, err := r.nl.NeighList(link, family)
-	if err != nil {
-		return nil, false
-	}
-	for _, n := range neighs {
-		ip, ok := netip.AddrFromSlice(n.IP)
-		if ok && ip.Unmap() == a && len(n.HardwareAddr) == 6 &&
-			n.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT) != 0 {
-			return n.HardwareAddr, true
+	k := neighKey{link, family}
+	table, ok := r.neighs[k]
+	if !ok || fresh {
+		neighs, err := r.nl.NeighList(link, family)
+		if err != nil {
+			return nil, false
+		}
+		table = make(map[netip.Addr]net.HardwareAddr, len(neighs))
+		for _, n := range neighs {
+			ip, ok := netip.AddrFromSlice(n.IP)
+			if ok && len(n.HardwareAddr) == 6 &&
+				n.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT) != 0 {
+				table[ip.Unmap()] = n.HardwareAddr
+			}
+		}
+		if r.neighs != nil {
+			r.neighs[k] = table
 		}
 	}
-	return nil, false
+	mac, ok := table[a]
+	return mac, ok
 }
 
-func (r *Resolver) resolve(a netip.Addr, timeout time.Duration) (net.HardwareAddr, error) {
-	routes, err := r.nl.RouteGet(a.AsSlice())
-	if err != nil || len(routes) == 0 {
-		return nil, fmt.Errorf("route to %s: %w", a, err)
-	}
-	rt := routes[0]
+func (r *Resolver) resolve(a netip.Addr, rt netlink.Route, timeout time.Duration) (net.HardwareAddr, error) {
 	if rt.Gw != nil {
 		// A routed real server (TUN, NAT): the next hop is the gateway.
 		// DR cannot use it; buildSnapshot keeps such a DR real server out.
@@ -192,7 +224,7 @@ func (r *Resolver) resolve(a netip.Addr, timeout time.Duration) (net.HardwareAdd
 		}
 		a = gw.Unmap()
 	}
-	if mac, ok := r.neighbour(rt.LinkIndex, a); ok {
+	if mac, ok := r.neighbour(rt.LinkIndex, a, false); ok {
 		return mac, nil
 	}
 	if !a.Is4() {
@@ -206,7 +238,7 @@ func (r *Resolver) resolve(a netip.Addr, timeout time.Duration) (net.HardwareAdd
 		deadline := time.Now().Add(timeout)
 		for time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
-			if mac, ok := r.neighbour(rt.LinkIndex, a); ok {
+			if mac, ok := r.neighbour(rt.LinkIndex, a, true); ok {
 				return mac, nil
 			}
 		}

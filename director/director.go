@@ -57,6 +57,8 @@ type Director struct {
 	pool       *healthcheck.Pool
 	speaker    *vrrp.Speaker
 	vrrpStates map[string]vrrp.State
+	// publishReq carries requests to the publisher goroutine (capacity 1).
+	publishReq chan struct{}
 	// viaPending: some data-path check still lacks its addressing (the
 	// real server's MAC was not resolved yet) and runs as a TCP_CHECK.
 	viaPending bool
@@ -91,7 +93,8 @@ func Start(opts Options) (*Director, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Director{opts: opts, log: log, cfg: cfg, vrrpStates: map[string]vrrp.State{}, done: make(chan struct{})}
+	d := &Director{opts: opts, log: log, cfg: cfg, vrrpStates: map[string]vrrp.State{}, done: make(chan struct{}),
+		publishReq: make(chan struct{}, 1)}
 	t, warns := tableFromConfig(cfg)
 	for _, w := range warns {
 		log.Warn(w)
@@ -143,6 +146,8 @@ func Start(opts Options) (*Director, error) {
 		})
 		log.Info("dataplane running", "interfaces", ifaces, "conn_table", d.tableSize)
 	}
+
+	wg.Go(func() { d.publisher(ctx) })
 
 	if !opts.LVSOnly && len(cfg.Instances) > 0 {
 		sp, err := vrrp.New(vrrpConfig(cfg), vrrp.WithLogger(log), vrrp.WithStateHook(d.onVRRPState))
@@ -229,9 +234,7 @@ func (d *Director) onVRRPState(instance string, s vrrp.State) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.vrrpStates[instance] = s
-	if err := d.publishLocked(); err != nil {
-		d.log.Error("publish after VRRP transition", "instance", instance, "state", s.String(), "err", err)
-	}
+	d.requestPublish()
 	if d.pool != nil {
 		// ha_suspend: checkers of services whose VIP this director does not
 		// hold pause; the pool applies it per service.
@@ -254,14 +257,47 @@ func (d *Director) onTransition(tr healthcheck.Transition) {
 	if s == nil {
 		return
 	}
+	changed := false
 	if tr.Sorry {
+		changed = s.sorryActive != tr.InPool
 		s.sorryActive = tr.InPool
 	} else if r := s.realByName(tr.Server); r != nil {
-		r.up = tr.InPool && !tr.Removed
-		r.weight = int32(tr.Weight)
+		up, w := tr.InPool && !tr.Removed, int32(tr.Weight)
+		changed = r.up != up || r.liveWeight() != w
+		r.up, r.weight = up, w
 	}
-	if err := d.publishLocked(); err != nil {
-		d.log.Error("publish after health transition", "service", tr.Service, "server", tr.Server, "err", err)
+	// The pool reports every server when it first sees it; most of those
+	// change nothing, and a burst of them must not rebuild the table once
+	// each.
+	if changed {
+		d.requestPublish()
+	}
+}
+
+// requestPublish asks the publisher goroutine for a new snapshot. Requests
+// made while it builds one collapse into one more build, so a burst of
+// health or VRRP events costs two builds, not one per event.
+func (d *Director) requestPublish() {
+	select {
+	case d.publishReq <- struct{}{}:
+	default:
+	}
+}
+
+// publisher turns publish requests into snapshots, off the callers'
+// goroutines.
+func (d *Director) publisher(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.publishReq:
+		}
+		d.mu.Lock()
+		if err := d.publishLocked(); err != nil {
+			d.log.Error("publish", "err", err)
+		}
+		d.mu.Unlock()
 	}
 }
 

@@ -86,6 +86,12 @@ func flowKey(k ServiceKey) directorFlowKey {
 	return fk
 }
 
+// String prints a map key as address, port and protocol, for errors.
+func (fk directorFlowKey) String() string {
+	k := keyFromFlow(fk)
+	return fmt.Sprintf("%v:%d/%d", k.Addr, k.Port, k.Proto)
+}
+
 func keyFromFlow(fk directorFlowKey) ServiceKey {
 	var p [2]byte
 	binary.NativeEndian.PutUint16(p[:], fk.Port)
@@ -96,29 +102,25 @@ func keyFromFlow(fk directorFlowKey) ServiceKey {
 	}
 }
 
-// syncSet makes map m hold exactly keys: missing keys are added before stale
-// ones are removed, so a key present in both the old and new set never
-// disappears, even for an instant.
-func syncSet(m *ebpf.Map, keys []ServiceKey) error {
-	want := make(map[directorFlowKey]struct{}, len(keys))
+// syncKeys makes hash map m hold exactly keys (value 1): missing keys are
+// added before stale ones are removed, so a key present in both the old and
+// new set never disappears, even for an instant.
+func syncKeys[K comparable](m *ebpf.Map, keys []K) error {
+	want := make(map[K]struct{}, len(keys))
 	one := uint32(1)
 	for _, k := range keys {
-		if !k.Addr.IsValid() {
-			return fmt.Errorf("key %v: invalid address", k)
-		}
-		fk := flowKey(k)
-		want[fk] = struct{}{}
-		if err := m.Update(&fk, &one, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("add %v:%d/%d: %w", k.Addr, k.Port, k.Proto, err)
+		want[k] = struct{}{}
+		if err := m.Update(&k, &one, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("add %v: %w", k, err)
 		}
 	}
-	var stale []directorFlowKey
-	var fk directorFlowKey
+	var stale []K
+	var k K
 	var v uint32
 	it := m.Iterate()
-	for it.Next(&fk, &v) {
-		if _, ok := want[fk]; !ok {
-			stale = append(stale, fk)
+	for it.Next(&k, &v) {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
 		}
 	}
 	if err := it.Err(); err != nil {
@@ -126,10 +128,22 @@ func syncSet(m *ebpf.Map, keys []ServiceKey) error {
 	}
 	for _, k := range stale {
 		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete %v: %w", keyFromFlow(k), err)
+			return fmt.Errorf("delete %v: %w", k, err)
 		}
 	}
 	return nil
+}
+
+// syncSet makes a flow-keyed map hold exactly keys.
+func syncSet(m *ebpf.Map, keys []ServiceKey) error {
+	fks := make([]directorFlowKey, 0, len(keys))
+	for _, k := range keys {
+		if !k.Addr.IsValid() {
+			return fmt.Errorf("key %v: invalid address", k)
+		}
+		fks = append(fks, flowKey(k))
+	}
+	return syncKeys(m, fks)
 }
 
 // SetServices makes the services map hold exactly keys.
@@ -152,32 +166,12 @@ func (d *Director) SetNATReals(keys []RealKey) error {
 // director's own addresses, whose traffic goes to the kernel unless a
 // service claims it (replies to its health checks from NAT real servers).
 func (d *Director) SetLocalAddrs(addrs []netip.Addr) error {
-	m := d.objs.LocalAddrs
-	want := make(map[[16]byte]struct{}, len(addrs))
-	one := uint32(1)
+	keys := make([][16]byte, 0, len(addrs))
 	for _, a := range addrs {
-		k := a.Unmap().As16()
-		want[k] = struct{}{}
-		if err := m.Update(&k, &one, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("local_addrs map: add %v: %w", a, err)
-		}
+		keys = append(keys, a.Unmap().As16())
 	}
-	var stale [][16]byte
-	var k [16]byte
-	var v uint32
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		if _, ok := want[k]; !ok {
-			stale = append(stale, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("local_addrs map: iterate: %w", err)
-	}
-	for _, k := range stale {
-		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("local_addrs map: delete %v: %w", netip.AddrFrom16(k).Unmap(), err)
-		}
+	if err := syncKeys(d.objs.LocalAddrs, keys); err != nil {
+		return fmt.Errorf("local_addrs map: %w", err)
 	}
 	return nil
 }

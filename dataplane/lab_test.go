@@ -1,159 +1,30 @@
 package dataplane
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/xvs-lb/xvs/internal/labserver"
 	"github.com/xvs-lb/xvs/internal/netlab"
 	"github.com/xvs-lb/xvs/scheduler"
 )
 
-// realServer is a Go HTTP server and UDP echo server inside a real server's
-// namespace; both name the server and record the peers they saw.
-type realServer struct {
-	name  string
-	mu    sync.Mutex
-	peers map[netip.Addr]int
-}
-
-func (rs *realServer) saw(a netip.Addr) {
-	rs.mu.Lock()
-	rs.peers[a.Unmap()]++
-	rs.mu.Unlock()
-}
-
-func (rs *realServer) seen() map[netip.Addr]int {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	m := map[netip.Addr]int{}
-	for k, v := range rs.peers {
-		m[k] = v
-	}
-	return m
-}
-
-func startRealServer(t *testing.T, h *netlab.Host, name string, vip netip.Addr) *realServer {
+// startRealServer makes h a DR real server for vip (VIP on lo, ARP
+// sysctls) running labserver's HTTP server on :80 and UDP echo on vip:53.
+func startRealServer(t *testing.T, h *netlab.Host, name string, vip netip.Addr) *labserver.Server {
 	t.Helper()
 	netlab.RealServerDR(t, h, vip)
-	rs := &realServer{name: name, peers: map[netip.Addr]int{}}
-	var ln net.Listener
-	var pc net.PacketConn
-	err := h.Do(func() error {
-		var err error
-		if ln, err = net.Listen("tcp", ":80"); err != nil {
-			return err
-		}
-		// Bound to the VIP so that replies leave with the VIP as source.
-		pc, err = net.ListenPacket("udp", netip.AddrPortFrom(vip, 53).String())
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s: listen: %v", name, err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-			rs.saw(ap.Addr())
-		}
-		fmt.Fprintf(w, "%s\n", name)
-	})}
-	go srv.Serve(ln)
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if ua, ok := from.(*net.UDPAddr); ok {
-				rs.saw(ua.AddrPort().Addr())
-			}
-			pc.WriteTo(append([]byte(name+":"), buf[:n]...), from)
-		}
-	}()
-	t.Cleanup(func() { srv.Close(); pc.Close() })
-	return rs
+	return labserver.Start(t, h, name, 80, netip.AddrPortFrom(vip, 53))
 }
 
-// httpGet opens a new TCP connection from inside h to addr, sends one
-// HTTP/1.0 request and returns the body's first line (the server's name).
-// Dialing happens on Do's locked thread, so the socket is h's.
+// httpGet is one request on a new connection from inside h.
 func httpGet(h *netlab.Host, addr netip.AddrPort) (string, error) {
-	var body string
-	err := h.Do(func() error {
-		c, err := net.DialTimeout("tcp", addr.String(), 3*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: vip\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		b, err := io.ReadAll(resp.Body)
-		body = strings.TrimSpace(string(b))
-		return err
-	})
-	return body, err
-}
-
-// keepAlive is one long-lived HTTP/1.1 connection.
-type keepAlive struct {
-	c net.Conn
-	r *bufio.Reader
-}
-
-func (k *keepAlive) get() (string, error) {
-	k.c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(k.c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n"); err != nil {
-		return "", err
-	}
-	resp, err := http.ReadResponse(k.r, nil)
-	if err != nil {
-		return "", err
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return strings.TrimSpace(string(b)), err
-}
-
-func udpEcho(h *netlab.Host, addr netip.AddrPort, msg string) (string, error) {
-	var got string
-	err := h.Do(func() error {
-		c, err := net.Dial("udp", addr.String())
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		buf := make([]byte, 1500)
-		for try := 0; try < 3; try++ { // the first datagram may wait for ARP
-			if _, err := c.Write([]byte(msg)); err != nil {
-				return err
-			}
-			c.SetReadDeadline(time.Now().Add(time.Second))
-			n, err := c.Read(buf)
-			if err == nil {
-				got = string(buf[:n])
-				return nil
-			}
-		}
-		return errors.New("no echo")
-	})
-	return got, err
+	return labserver.Get(h, addr, 5*time.Second)
 }
 
 func wrrAvailable() bool {
@@ -164,7 +35,7 @@ func wrrAvailable() bool {
 type drLab struct {
 	topo     *netlab.Topology
 	dp       *Dataplane
-	rs1, rs2 *realServer
+	rs1, rs2 *labserver.Server
 	vip      netip.AddrPort
 }
 
@@ -276,10 +147,10 @@ func TestLabDR(t *testing.T) {
 	if got := float64(count["rs2"]) / n; got < wantRS2-0.05 || got > wantRS2+0.05 {
 		t.Errorf("rs2 share %.3f, want %.3f ± 0.05 (%s %d:%d)", got, wantRS2, sched, w1, w2)
 	}
-	for _, rs := range []*realServer{l.rs1, l.rs2} {
-		for a := range rs.seen() {
+	for _, rs := range []*labserver.Server{l.rs1, l.rs2} {
+		for a := range rs.Peers() {
 			if a != netlab.ClientAddr {
-				t.Errorf("%s saw peer %s, want only the client %s", rs.name, a, netlab.ClientAddr)
+				t.Errorf("%s saw peer %s, want only the client %s", rs.Name, a, netlab.ClientAddr)
 			}
 		}
 	}
@@ -287,11 +158,11 @@ func TestLabDR(t *testing.T) {
 	// UDP echo through the same path; rr spreads the datagrams' flows.
 	names := map[string]bool{}
 	for i := range 10 {
-		got, err := udpEcho(l.topo.Client, netip.AddrPortFrom(netlab.VIP, 53), fmt.Sprint("ping", i))
+		got, err := labserver.UDPEcho(l.topo.Client, netip.AddrPortFrom(netlab.VIP, 53), fmt.Sprint("ping", i), time.Second)
 		if err != nil {
 			t.Fatalf("udp echo %d: %v", i, err)
 		}
-		name, msg, _ := strings.Cut(got, ":")
+		name, msg, _ := strings.Cut(got, " ")
 		if msg != fmt.Sprint("ping", i) {
 			t.Fatalf("udp echo %d: got %q", i, got)
 		}
@@ -388,25 +259,21 @@ func TestLabWeightZero(t *testing.T) {
 	l := newDRLab(t)
 	l.services(t, "rr", 1, 1, 0)
 	// Open keep-alive connections until one lands on rs2.
-	var ka *keepAlive
+	var ka *labserver.Conn
 	for i := 0; i < 6 && ka == nil; i++ {
-		var c net.Conn
-		if err := l.topo.Client.Do(func() (err error) {
-			c, err = net.DialTimeout("tcp", l.vip.String(), 3*time.Second)
-			return err
-		}); err != nil {
+		k, err := labserver.Dial(l.topo.Client, l.vip, 3*time.Second)
+		if err != nil {
 			t.Fatal(err)
 		}
-		k := &keepAlive{c: c, r: bufio.NewReader(c)}
-		name, err := k.get()
+		name, err := k.Get(5 * time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if name == "rs2" {
 			ka = k
-			defer c.Close()
+			defer k.Close()
 		} else {
-			c.Close()
+			k.Close()
 		}
 	}
 	if ka == nil {
@@ -423,7 +290,7 @@ func TestLabWeightZero(t *testing.T) {
 		}
 	}
 	for i := range 3 {
-		name, err := ka.get()
+		name, err := ka.Get(5 * time.Second)
 		if err != nil || name != "rs2" {
 			t.Fatalf("long-lived connection request %d: %q, %v; want rs2", i, name, err)
 		}

@@ -113,15 +113,25 @@ func checkDest(svc *vservice, dst *control.Dest) error {
 	return nil
 }
 
+// destService finds the service a real-server op names and checks (and
+// completes) the real server. Caller holds d.mu.
+func (d *Director) destService(key control.ServiceKey, dst *control.Dest) (*vservice, error) {
+	s := d.table.find(key)
+	if s == nil {
+		return nil, fmt.Errorf("%s: %w", key, control.ErrNoService)
+	}
+	if err := checkDest(s, dst); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // AddDest adds a real server (ipvsadm -a).
 func (d *Director) AddDest(_ context.Context, key control.ServiceKey, dst control.Dest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := d.table.find(key)
-	if s == nil {
-		return fmt.Errorf("%s: %w", key, control.ErrNoService)
-	}
-	if err := checkDest(s, &dst); err != nil {
+	s, err := d.destService(key, &dst)
+	if err != nil {
 		return err
 	}
 	if s.findReal(dst.Key()) != nil {
@@ -140,11 +150,8 @@ func onlySettings(dst control.Dest) control.Dest {
 func (d *Director) EditDest(_ context.Context, key control.ServiceKey, dst control.Dest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := d.table.find(key)
-	if s == nil {
-		return fmt.Errorf("%s: %w", key, control.ErrNoService)
-	}
-	if err := checkDest(s, &dst); err != nil {
+	s, err := d.destService(key, &dst)
+	if err != nil {
 		return err
 	}
 	r := s.findReal(dst.Key())

@@ -251,7 +251,8 @@ func (t *table) dataplaneServices(active func(netip.Addr) bool) []dataplane.Serv
 				sc.PersistenceMask = s.ctl.Netmask
 			}
 		}
-		for _, r := range s.visibleReals() {
+		visible := s.visibleReals()
+		for _, r := range visible {
 			sc.Dests = append(sc.Dests, dataplane.DestConfig{
 				Addr: r.dest.Addr, Port: r.dest.Port, Weight: r.liveWeight(), Up: true,
 				Upper: int32(r.dest.Upper), Lower: int32(r.dest.Lower),
@@ -259,8 +260,8 @@ func (t *table) dataplaneServices(active func(netip.Addr) bool) []dataplane.Serv
 		}
 		// The dataplane forwards one way per service; keepalived allows a
 		// per-server lb_kind but the tutorials never mix them.
-		if rs := s.visibleReals(); len(rs) > 0 {
-			sc.Method = dpMethod(rs[0].dest.Method)
+		if len(visible) > 0 {
+			sc.Method = dpMethod(visible[0].dest.Method)
 		} else if len(s.reals) > 0 {
 			sc.Method = dpMethod(s.reals[0].dest.Method)
 		}

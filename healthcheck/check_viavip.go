@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// viaVIPProber is the data-path check (xvs_via_vip on): a TCP SYN to
+// viaVIPProber is the data-path check (xvs_via_vip): a TCP SYN to
 // VIP:port framed to the real server's MAC (DR) or wrapped in IPIP to the
 // real server (TUN), sent on an AF_PACKET socket; a SYN/ACK from VIP:port
 // passes, a RST or silence fails. IPv4 only.

@@ -52,7 +52,7 @@
 //	payload, require_reply, min_reply_length, max_reply_length  UDPOptions (ParseHexString)
 //	type, name (DNS_CHECK)          DNSOptions
 //	helo_name                       SMTPOptions.HeloName
-//	xvs_via_vip on                  Checker.ViaVIP (addressing filled by the daemon)
+//	xvs_via_vip                  Checker.ViaVIP (addressing filled by the daemon)
 //	enable_script_security          the default; PoolOptions.InsecureScripts opts out
 //
 // Not supported: BFD_CHECK, FILE_CHECK, fast_recovery, regex_options and
@@ -99,7 +99,7 @@
 //
 // In a checker block, the keyword
 //
-//	xvs_via_vip on
+//	xvs_via_vip
 //
 // (Checker.ViaVIP) makes the checker send a TCP SYN to VIP:port framed to the
 // real server's MAC on the egress interface (DR), or inside an IPIP header to

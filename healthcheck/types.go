@@ -114,7 +114,7 @@ type Checker struct {
 	UDP  *UDPOptions  // UDP_CHECK
 	DNS  *DNSOptions  // DNS_CHECK
 	SMTP *SMTPOptions // SMTP_CHECK
-	// ViaVIP turns a TCP_CHECK into the data-path check (xvs_via_vip on).
+	// ViaVIP turns a TCP_CHECK into the data-path check (xvs_via_vip).
 	ViaVIP *ViaVIPOptions
 }
 
@@ -192,7 +192,7 @@ type SMTPOptions struct {
 	HeloName string
 }
 
-// ViaVIPOptions configures the data-path check (xvs_via_vip on). The daemon
+// ViaVIPOptions configures the data-path check (xvs_via_vip). The daemon
 // fills the addressing from the service and its neighbour table.
 type ViaVIPOptions struct {
 	Interface string           // egress interface

@@ -12,22 +12,27 @@ import (
 	"time"
 )
 
+// notifyScript picks the notify_<state> script for st.
+func notifyScript(st State, master, backup, fault, stop string) string {
+	switch st {
+	case StateMaster:
+		return master
+	case StateBackup:
+		return backup
+	case StateFault:
+		return fault
+	case StateStop:
+		return stop
+	}
+	return ""
+}
+
 // notifyInstance queues the notify scripts and SMTP alert of an instance
 // transition: notify_<state> with no arguments, then the generic notify with
 // keepalived's "INSTANCE NAME STATE PRIORITY".
 func (s *Speaker) notifyInstance(in *instance, st State) {
 	c := in.cfg
-	var specific string
-	switch st {
-	case StateMaster:
-		specific = c.NotifyMaster
-	case StateBackup:
-		specific = c.NotifyBackup
-	case StateFault:
-		specific = c.NotifyFault
-	case StateStop:
-		specific = c.NotifyStop
-	}
+	specific := notifyScript(st, c.NotifyMaster, c.NotifyBackup, c.NotifyFault, c.NotifyStop)
 	if specific != "" {
 		s.enqueue(func() { s.runNotify(specific) })
 	}
@@ -45,17 +50,7 @@ func (s *Speaker) notifyInstance(in *instance, st State) {
 // notifyGroup is notifyInstance for a sync group ("GROUP NAME STATE 0").
 func (s *Speaker) notifyGroup(g *group, st State) {
 	c := g.cfg
-	var specific string
-	switch st {
-	case StateMaster:
-		specific = c.NotifyMaster
-	case StateBackup:
-		specific = c.NotifyBackup
-	case StateFault:
-		specific = c.NotifyFault
-	case StateStop:
-		specific = c.NotifyStop
-	}
+	specific := notifyScript(st, c.NotifyMaster, c.NotifyBackup, c.NotifyFault, c.NotifyStop)
 	if specific != "" {
 		s.enqueue(func() { s.runNotify(specific) })
 	}

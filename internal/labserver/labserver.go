@@ -130,15 +130,16 @@ func Get(h *netlab.Host, addr netip.AddrPort, timeout time.Duration) (string, er
 		return "", err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	return roundTrip(c, "1.0")
+	return roundTrip(c, bufio.NewReader(c), "1.0", timeout)
 }
 
-func roundTrip(c net.Conn, version string) (string, error) {
+// roundTrip sends one GET on c and returns the trimmed body of a 200.
+func roundTrip(c net.Conn, br *bufio.Reader, version string, timeout time.Duration) (string, error) {
+	_ = c.SetDeadline(time.Now().Add(timeout))
 	if _, err := fmt.Fprintf(c, "GET / HTTP/%s\r\nHost: lab\r\n\r\n", version); err != nil {
 		return "", err
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		return "", err
 	}
@@ -176,20 +177,7 @@ func Dial(h *netlab.Host, addr netip.AddrPort, timeout time.Duration) (*Conn, er
 
 // Get sends one request on the kept-alive connection and returns the body.
 func (k *Conn) Get(timeout time.Duration) (string, error) {
-	_ = k.c.SetDeadline(time.Now().Add(timeout))
-	if _, err := fmt.Fprintf(k.c, "GET / HTTP/1.1\r\nHost: lab\r\n\r\n"); err != nil {
-		return "", err
-	}
-	resp, err := http.ReadResponse(k.br, nil)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(b)), nil
+	return roundTrip(k.c, k.br, "1.1", timeout)
 }
 
 // Close closes the connection.
@@ -209,7 +197,9 @@ func Tally(h *netlab.Host, addr netip.AddrPort, n int, timeout time.Duration) ma
 	return got
 }
 
-// UDPEcho sends payload to addr from inside h and returns the reply.
+// UDPEcho sends payload to addr from inside h and returns the reply. It
+// tries three times, each waiting up to timeout: the first datagram of a
+// flow may wait for ARP somewhere on the path and be lost.
 func UDPEcho(h *netlab.Host, addr netip.AddrPort, payload string, timeout time.Duration) (string, error) {
 	var c net.Conn
 	err := h.Do(func() error {
@@ -221,14 +211,16 @@ func UDPEcho(h *netlab.Host, addr netip.AddrPort, payload string, timeout time.D
 		return "", err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	if _, err := c.Write([]byte(payload)); err != nil {
-		return "", err
-	}
 	buf := make([]byte, 2048)
-	n, err := c.Read(buf)
-	if err != nil {
-		return "", err
+	for range 3 {
+		if _, err = c.Write([]byte(payload)); err != nil {
+			return "", err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(timeout))
+		var n int
+		if n, err = c.Read(buf); err == nil {
+			return string(buf[:n]), nil
+		}
 	}
-	return string(buf[:n]), nil
+	return "", fmt.Errorf("no echo from %s: %w", addr, err)
 }

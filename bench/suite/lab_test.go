@@ -2,6 +2,7 @@ package suite
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/xvs-lb/xvs/bench/benchxdp"
@@ -57,13 +58,21 @@ func testReplayForwardSink(t *testing.T, f Forwarder) {
 	if s.Sent != s.Forwarded+dropped {
 		t.Errorf("sent %d != forwarded %d + counted drops %d (unaccounted %d)", s.Sent, s.Forwarded, dropped, s.Unaccounted)
 	}
-	if s.Fwd.RX != s.Sent || s.Fwd.TX != s.Sent {
-		t.Errorf("%s saw rx %d tx %d, want both %d", f.Name(), s.Fwd.RX, s.Fwd.TX, s.Sent)
+	// The generator's own veth may drop a few frames when CI loads the
+	// machine (counted as "gen ..." drops); the forwarder must have seen
+	// exactly what left the generator, and lost nothing itself.
+	var genDropped uint64
+	for k, v := range s.Drops {
+		if strings.HasPrefix(k, "gen ") {
+			genDropped += v
+		}
 	}
-	if dropped != 0 {
-		// Paced at 20 kpps nothing should be lost; if the machine is so
-		// loaded that it is, the spread check below cannot be exact.
-		t.Fatalf("counted drops %v at 20 kpps", s.Drops)
+	if s.Fwd.RX != s.Sent-genDropped || s.Fwd.TX != s.Sent-genDropped {
+		t.Errorf("%s saw rx %d tx %d, want both %d (sent %d − %d dropped at the generator)",
+			f.Name(), s.Fwd.RX, s.Fwd.TX, s.Sent-genDropped, s.Sent, genDropped)
+	}
+	if dropped != genDropped {
+		t.Fatalf("counted drops %v at 20 kpps beyond the generator's own", s.Drops)
 	}
 	// The generator cycles through the trace from frame 0: the first
 	// Sent frames, repeated, are what the sink must have seen.
@@ -75,10 +84,18 @@ func testReplayForwardSink(t *testing.T, f Forwarder) {
 		}
 		want[[6]byte(pl.Reals[h%nreals].MAC)]++
 	}
+	// Which frames the generator dropped is unknown, so with such drops
+	// each real server may fall short of its share by at most that many.
+	var sunk uint64
 	for mac, w := range want {
-		if got := s.ByMAC[mac]; got != w {
-			t.Errorf("sink counted %d frames to %x, want %d", got, mac, w)
+		got := s.ByMAC[mac]
+		sunk += got
+		if got > w || got+genDropped < w {
+			t.Errorf("sink counted %d frames to %x, want %d (− at most %d dropped at the generator)", got, mac, w, genDropped)
 		}
+	}
+	if sunk != s.Forwarded {
+		t.Errorf("sink counted %d frames in all, forwarded %d", sunk, s.Forwarded)
 	}
 	if len(s.ByMAC) != len(want) {
 		t.Errorf("sink saw %d MACs, want %d: %v", len(s.ByMAC), len(want), s.ByMAC)

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"net"
 	"os"
+	"runtime"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/xvs-lb/xvs/bench/trace"
 )
@@ -75,6 +77,20 @@ func TestFwdMatchesFrameHash(t *testing.T) {
 // wrap around.
 func TestReplayCycles(t *testing.T) {
 	requireBPF(t)
+	// The program's cursor is per CPU (the generator runs pinned), so the
+	// sequence checked here holds only on one CPU: pin this thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var orig, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &orig); err != nil {
+		t.Fatalf("affinity: %v", err)
+	}
+	one.Set(0)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatalf("pin to cpu0: %v", err)
+	}
+	// Give the thread back unpinned: other tests may run on it later.
+	defer unix.SchedSetaffinity(0, &orig)
 	for _, size := range []string{"64", "imix", "payload"} {
 		var tr *trace.Trace
 		var err error

@@ -255,12 +255,64 @@ func (t *ConnTable) lookupHashed(k *connKey, h uint64, now uint32) (int, uint64,
 	return t.scan(b2, k, tag, now)
 }
 
+// slotFor returns, for hash h, the first slot whose tag matches (-1 if
+// none) and the first free slot (-1 if none): the entry a lookup will read,
+// or the one an insert will likely fill. processBatch prefetches these for a
+// whole batch, after the control lines, and hands the match to the lookup.
+func (t *ConnTable) slotFor(h uint64) (hit, free int) {
+	b1, b2, tag := t.buckets(h)
+	free = -1
+	for _, b := range [2]int{b1, b2} {
+		ctl := &t.bk[b/bucketSlots].ctl
+		if m := tagMatches(ctl, tag); m != 0 {
+			return b + bits.TrailingZeros32(m), free
+		}
+		if free < 0 {
+			var fm uint32
+			for j := range ctl {
+				fm |= ((uint32(ctlState(ctl[j].Load())) - 1) >> 31) << j
+			}
+			if fm != 0 {
+				free = b + bits.TrailingZeros32(fm)
+			}
+		}
+	}
+	return -1, free
+}
+
+// probe checks whether slot i holds k: found reports a definite answer
+// (k's live entry, or k's entry found expired and reaped: i < 0); !found
+// means the slot holds something else and a full lookup must decide.
+func (t *ConnTable) probe(i int, k *connKey, now uint32) (int, uint64, uint16, bool) {
+	ctl := t.ctlw(i)
+	c := ctl.Load()
+	if ctlState(c) == stFree || ctlSeq(c)&1 != 0 {
+		return -1, 0, 0, false
+	}
+	e := t.entp(i)
+	w0 := e.load(0)
+	if w0&keyMask != k.w0 || e.load(1) != k.c0 || e.load(2) != k.c1 ||
+		e.load(3) != k.v0 || e.load(4) != k.v1 {
+		return -1, 0, 0, false
+	}
+	c2 := ctl.Load()
+	if ctlSeq(c2) != ctlSeq(c) || ctlState(c2) == stFree {
+		return -1, 0, 0, false
+	}
+	if int32(ctlExpiry(c2)-now) < 0 {
+		t.reap(i, c2)
+		return -1, 0, 0, true
+	}
+	return i, c2, uint16(w0 >> 48), true
+}
+
 func (t *ConnTable) destOf(i int) uint16 { return uint16(t.entp(i).load(0) >> 48) }
 
 func (t *ConnTable) scan(b int, k *connKey, tag uint16, now uint32) (int, uint64, uint16) {
 	bk := &t.bk[b/bucketSlots]
 	ctl := &bk.ctl
-	for j := range ctl {
+	for m := tagMatches(ctl, tag); m != 0; m &= m - 1 {
+		j := bits.TrailingZeros32(m)
 		c := ctl[j].Load()
 		if ctlTag(c) != tag || ctlState(c) == stFree || ctlSeq(c)&1 != 0 {
 			continue
@@ -282,6 +334,19 @@ func (t *ConnTable) scan(b int, k *connKey, tag uint16, now uint32) (int, uint64
 		return b + j, c2, uint16(w0 >> 48)
 	}
 	return -1, 0, 0
+}
+
+// tagMatches returns a bit per slot whose control word carries tag,
+// computed without a branch per slot (where a match sits is random, so a
+// loop that stops at it mispredicts its exit). Tags are never 0, so free
+// slots never match.
+func tagMatches(ctl *[bucketSlots]atomic.Uint64, tag uint16) uint32 {
+	var m uint32
+	for j := range ctl {
+		x := uint32(ctlTag(ctl[j].Load()) ^ tag)
+		m |= ((x - 1) >> 31) << j // x == 0
+	}
+	return m
 }
 
 // count adds delta to the count that state s of a conn to dest d is part
@@ -321,7 +386,7 @@ func (t *ConnTable) reap(i int, c uint64) bool {
 	}
 	d := t.destOf(i)
 	t.count(d, ctlState(c), -1)
-	t.ctlw(i).Store(mkCtl(ctlSeq(c)+2, stFree, 0, 0))
+	storeRelease(t.ctlw(i), mkCtl(ctlSeq(c)+2, stFree, 0, 0))
 	return true
 }
 
@@ -364,10 +429,11 @@ func (t *ConnTable) insertHashed(k *connKey, h uint64, dest uint16, s uint8, exp
 	b1, b2, tag := t.buckets(h)
 	// Two choices: the emptier bucket first, which keeps buckets even and
 	// lets the table fill close to its slot count.
-	if t.room(b2, now) > t.room(b1, now) {
-		b1, b2 = b2, b1
+	m1, m2 := t.usable(b1, now), t.usable(b2, now)
+	if bits.OnesCount32(m2) > bits.OnesCount32(m1) {
+		b1, b2, m1, m2 = b2, b1, m2, m1
 	}
-	if t.place(b1, k, dest, s, tag, exp, now) || t.place(b2, k, dest, s, tag, exp, now) {
+	if t.place(b1, m1, k, dest, s, tag, exp, now) || t.place(b2, m2, k, dest, s, tag, exp, now) {
 		return true
 	}
 	t.full.Add(1)
@@ -375,28 +441,32 @@ func (t *ConnTable) insertHashed(k *connKey, h uint64, dest uint16, s uint8, exp
 	return false
 }
 
-// room counts the free or expired slots of a bucket.
-func (t *ConnTable) room(b int, now uint32) int {
-	n := 0
-	for j := range bucketSlots {
-		c := t.ctlw(b + j).Load()
-		if ctlState(c) == stFree || int32(ctlExpiry(c)-now) < 0 {
-			n++
-		}
+// usable returns a bit per slot of the bucket at slot b that an insert may
+// take: free, or expired, and not being written. It is computed without a
+// branch per slot: whether a slot is free is random, so branches on it
+// mispredict about half the time, which cost more than the whole scan.
+func (t *ConnTable) usable(b int, now uint32) uint32 {
+	ctl := &t.bk[b/bucketSlots].ctl
+	var m uint32
+	for j := range ctl {
+		c := ctl[j].Load()
+		even := uint32(^c) & 1
+		free := (uint32(ctlState(c)) - 1) >> 31 // state 0 (stFree)
+		expired := uint32(int32(ctlExpiry(c)-now)) >> 31
+		m |= (even & (free | expired)) << j
 	}
-	return n
+	return m
 }
 
-func (t *ConnTable) place(b int, k *connKey, dest uint16, s uint8, tag uint16, exp, now uint32) bool {
-	for j := range bucketSlots {
-		i := b + j
+// place puts k into one of the bucket's slots in mask m (from usable),
+// lowest first; it fails when another writer took them all meanwhile.
+func (t *ConnTable) place(b int, m uint32, k *connKey, dest uint16, s uint8, tag uint16, exp, now uint32) bool {
+	for ; m != 0; m &= m - 1 {
+		i := b + bits.TrailingZeros32(m)
 		c := t.ctlw(i).Load()
-		if ctlSeq(c)&1 != 0 {
-			continue
-		}
 		st := ctlState(c)
-		if st != stFree && int32(ctlExpiry(c)-now) >= 0 {
-			continue
+		if ctlSeq(c)&1 != 0 || (st != stFree && int32(ctlExpiry(c)-now) >= 0) {
+			continue // changed since usable looked
 		}
 		if !t.ctlw(i).CompareAndSwap(c, mkCtl(ctlSeq(c)+1, st, 0, 0)) {
 			continue
@@ -411,7 +481,7 @@ func (t *ConnTable) place(b int, k *connKey, dest uint16, s uint8, tag uint16, e
 		e.store(3, k.v0)
 		e.store(4, k.v1)
 		t.count(dest, s, 1)
-		t.ctlw(i).Store(mkCtl(ctlSeq(c)+2, s, tag, exp))
+		storeRelease(t.ctlw(i), mkCtl(ctlSeq(c)+2, s, tag, exp))
 		return true
 	}
 	return false

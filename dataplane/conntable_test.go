@@ -280,3 +280,39 @@ func TestConnTableFill(t *testing.T) {
 	}
 	t.Logf("%d slots for %d flows: %.1f bytes/flow, %d inserts failed", tb.Slots(), n, float64(tb.Slots()*BytesPerSlot)/n, failed)
 }
+
+// TestConnTableProbeAndSlotFor: the batch path's helpers. slotFor finds the
+// slot a lookup would (or a free one for an absent key); probe confirms a
+// slot holds exactly the key it is asked about, reaps it when expired, and
+// leaves a slot holding another key to a full lookup.
+func TestConnTableProbeAndSlotFor(t *testing.T) {
+	tb := NewConnTable(1000)
+	now := tb.Now()
+	k, other := key4(1), key4(2)
+	h := tb.hash(&k)
+	hit, free := tb.slotFor(h)
+	if hit >= 0 || free < 0 {
+		t.Fatalf("empty table: slotFor = %d, %d; want -1 and a free slot", hit, free)
+	}
+	tb.insert(&k, 3, StateEstablished, now+900, now)
+	i, _, _ := tb.lookup(&k, now)
+	if hit, _ = tb.slotFor(h); hit != i {
+		t.Fatalf("slotFor = %d, lookup found slot %d", hit, i)
+	}
+	if j, c, d, found := tb.probe(i, &k, now); !found || j != i || d != 3 || ctlState(c) != StateEstablished {
+		t.Fatalf("probe(own slot) = %d, %s, dest %d, found %v", j, StateName(ctlState(c)), d, found)
+	}
+	if j, _, _, found := tb.probe(i, &other, now); found || j >= 0 {
+		t.Fatalf("probe(slot of another key) = %d, found %v; want not found", j, found)
+	}
+	if j, _, _, found := tb.probe(free^1, &k, now); found && j != i {
+		t.Fatalf("probe(wrong slot) claimed slot %d", j)
+	}
+	// Expired: a definite miss, and the slot is freed and uncounted.
+	if j, _, _, found := tb.probe(i, &k, now+901); !found || j >= 0 {
+		t.Fatalf("probe(expired) = %d, found %v; want -1, found", j, found)
+	}
+	if a := tb.Counts(3).Active.Load(); a != 0 {
+		t.Fatalf("active %d after the expired entry was reaped, want 0", a)
+	}
+}

@@ -179,7 +179,7 @@ func New(cfg Config) (_ *Dataplane, err error) {
 			}
 			qs := &QueueStats{}
 			w := &worker{
-				ifname: ifc.name, port: port, x: x, q: qs, batch: cfg.BatchSize,
+				ifname: ifc.name, port: port, x: x, q: qs, batch: cfg.BatchSize, pk: make([]batchPkt, MaxBatch),
 				f: newForwarder(dp.table, dp.ports, port, dp.neigh, qs), snap: &dp.snap, table: dp.table,
 				out: make([]*pktSender, len(dp.ifaces)),
 			}

@@ -500,7 +500,7 @@ func BenchmarkTUNEstablished(b *testing.B) {
 	now := p.table.Now()
 	syn := buildFrame(b, tcp4(0, TCPSyn))
 	for i := range 64 {
-		syn[35] = byte(i)
+		setPort(syn, 34, i)
 		if _, r := p.f.processAt(withHeadroom(syn), headr, len(syn), p.snap, now); r != DropNone {
 			b.Fatal(r)
 		}
@@ -517,7 +517,7 @@ func BenchmarkTUNEstablished(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		buf := batch[i&63]
 		copy(buf[headr:headr+14], fr[:14]) // the previous round moved it
-		buf[headr+35] = byte(i & 63)
+		setPort(buf, headr+34, i&63)
 		if _, r := p.f.processAt(buf, headr, len(fr), p.snap, now); r != DropNone {
 			b.Fatal(r)
 		}
@@ -537,7 +537,7 @@ func BenchmarkNATEstablished(b *testing.B) {
 	now := p.table.Now()
 	syn := buildFrame(b, tcp4(0, TCPSyn))
 	for i := range 64 {
-		syn[35] = byte(i)
+		setPort(syn, 34, i)
 		fr := append([]byte(nil), syn...)
 		if _, r := p.f.processAt(fr, 0, len(fr), p.snap, now); r != DropNone {
 			b.Fatal(r)
@@ -556,7 +556,7 @@ func BenchmarkNATEstablished(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			fr := batch[i&63]
 			copy(fr[:54], req[:54])
-			fr[35] = byte(i & 63)
+			setPort(fr, 34, i&63)
 			if _, r := p.f.processAt(fr, 0, len(fr), p.snap, now); r != DropNone {
 				b.Fatal(r)
 			}
@@ -569,7 +569,7 @@ func BenchmarkNATEstablished(b *testing.B) {
 	var reps [64][]byte
 	for i := range reps {
 		fr := append([]byte(nil), req...)
-		fr[35] = byte(i)
+		setPort(fr, 34, i)
 		if _, r := p.f.processAt(fr, 0, len(fr), p.snap, now); r != DropNone {
 			b.Fatal(r)
 		}

@@ -97,7 +97,77 @@ type Snapshot struct {
 	// key on every packet.
 	natReals map[[2]uint64]bool
 	natList  [][2]uint64
+	// fast is byID flattened for the established-flow path: what it needs
+	// of a DR real server in 8 bytes, one load after the conn entry's dest
+	// ID instead of a chain of three (byID, Dest, Service).
+	fast []destFast
+	// svcIdx is services as an open-addressing table the packet path
+	// probes without hashing a map key: a power-of-two array at most half
+	// full.
+	svcIdx []svcSlot
 }
+
+type svcSlot struct {
+	k   svcKey
+	svc *Service
+}
+
+// svcHash mixes a service key for svcIdx (not adversarial input: the keys
+// are the configuration's).
+func svcHash(a0, a1 uint64, port uint16, proto uint8) uint64 {
+	h := (a0 ^ a1*0x9E3779B97F4A7C15 ^ uint64(port)<<8 ^ uint64(proto)) * 0xBF58476D1CE4E5B9
+	return h ^ h>>31
+}
+
+// lookupSvc returns the service for (VIP key words, port, protocol), or nil.
+func (s *Snapshot) lookupSvc(a0, a1 uint64, port uint16, proto uint8) *Service {
+	m := uint64(len(s.svcIdx) - 1)
+	if len(s.svcIdx) == 0 {
+		return nil
+	}
+	for i := svcHash(a0, a1, port, proto) & m; ; i = (i + 1) & m {
+		e := &s.svcIdx[i]
+		if e.svc == nil {
+			return nil
+		}
+		if e.k.a1 == a1 && e.k.a0 == a0 && e.k.port == port && e.k.proto == proto {
+			return e.svc
+		}
+	}
+}
+
+// indexServices builds svcIdx from services.
+func (s *Snapshot) indexServices() {
+	n := 2
+	for n < 2*len(s.services) {
+		n *= 2
+	}
+	s.svcIdx = make([]svcSlot, n)
+	m := uint64(n - 1)
+	for k, svc := range s.services {
+		i := svcHash(k.a0, k.a1, k.port, k.proto) & m
+		for s.svcIdx[i].svc != nil {
+			i = (i + 1) & m
+		}
+		s.svcIdx[i] = svcSlot{k: k, svc: svc}
+	}
+}
+
+// destFast is a real server as the established-flow fast path sees it.
+type destFast struct {
+	mac   [6]byte
+	port  uint8 // dataplane port of the route to it
+	flags uint8
+}
+
+// destFast flags.
+const (
+	// fastDR: a DR real server of an active service whose port fits
+	// destFast, so an established flow to it needs only the MAC rewrite.
+	fastDR uint8 = 1 << iota
+	// fastActive: a real server of an active service (any method).
+	fastActive
+)
 
 // natListMax is how many NAT real servers natList holds at most.
 const natListMax = 8
@@ -406,10 +476,22 @@ func buildSnapshot(cfgs []ServiceConfig, prev *Snapshot, ids *idAllocator, table
 			s.natList = append(s.natList, w)
 		}
 	}
+	s.indexServices()
 	s.byID = make([]*Dest, maxID+1)
+	s.fast = make([]destFast, maxID+1)
 	for _, svc := range s.list {
 		for _, d := range svc.dests {
 			s.byID[d.ID] = d
+			if d.port <= 0xFF {
+				fd := destFast{mac: d.MAC, port: uint8(d.port)}
+				if svc.Active {
+					fd.flags |= fastActive
+					if svc.Method == DR {
+						fd.flags |= fastDR
+					}
+				}
+				s.fast[d.ID] = fd
+			}
 		}
 	}
 	ids.retireExcept(keep)

@@ -49,33 +49,47 @@ func (f *forwarder) tunnel(buf []byte, off int, p *Packet, d *Dest) (out txOut, 
 	if off < ipv4MinHeader {
 		return txOut{}, false, DropHeadroom
 	}
-	start := off - ipv4MinHeader
-	nb := buf[start : start+l3+ipv4MinHeader+inner]
-	copy(nb[:l3], frame[:l3]) // Ethernet (and VLAN tag) move to the front
-	binary.BigEndian.PutUint16(nb[l3-2:], etherTypeIPv4)
-	copy(nb[ethDst:ethDst+6], d.MAC[:])
-	copy(nb[ethSrc:ethSrc+6], pi.mac[:])
-	oh := nb[l3 : l3+ipv4MinHeader]
-	f.ipID++
-	var flags uint16
-	if df {
-		flags = 0x4000
-	}
 	src := pi.src4
 	if d.hasSrc {
 		src = d.src4
 	} else if !pi.has4 {
 		return txOut{}, false, DropMethod // no IPv4 address to tunnel from
 	}
-	oh[0], oh[1] = 0x45, tos
-	binary.BigEndian.PutUint16(oh[2:], uint16(inner+ipv4MinHeader))
-	binary.BigEndian.PutUint16(oh[4:], f.ipID)
-	binary.BigEndian.PutUint16(oh[6:], flags)
-	oh[8], oh[9] = tunTTL, proto
-	oh[10], oh[11] = 0, 0
-	copy(oh[12:16], src[:])
-	copy(oh[16:20], d.ip[12:16])
-	binary.BigEndian.PutUint16(oh[10:], ipv4HeaderChecksum(oh))
+	start := off - ipv4MinHeader
+	nb := buf[start : start+l3+ipv4MinHeader+inner]
+	if l3 == ethHeaderLen {
+		// Untagged: a fresh Ethernet header; the old one's bytes lie
+		// under the outer IP header.
+		_ = nb[ethHeaderLen+ipv4MinHeader-1]
+		copy(nb[ethDst:ethDst+6], d.MAC[:])
+		copy(nb[ethSrc:ethSrc+6], pi.mac[:])
+		nb[12], nb[13] = 0x08, 0x00
+	} else {
+		copy(nb[:l3], frame[:l3]) // Ethernet and VLAN tag move to the front
+		binary.BigEndian.PutUint16(nb[l3-2:], etherTypeIPv4)
+		copy(nb[ethDst:ethDst+6], d.MAC[:])
+		copy(nb[ethSrc:ethSrc+6], pi.mac[:])
+	}
+	f.ipID++
+	var flags uint32
+	if df {
+		flags = 0x4000
+	}
+	// The header is written in three wide stores and its checksum summed
+	// from the values, not read back: narrow stores followed by the
+	// checksum's wide loads would stall store forwarding.
+	tot := uint32(inner + ipv4MinHeader)
+	sa := binary.BigEndian.Uint32(src[:])
+	da := binary.BigEndian.Uint32(d.ip[12:16])
+	sum := (0x4500 | uint32(tos)) + tot + uint32(f.ipID) + flags + (tunTTL<<8 | uint32(proto)) +
+		sa>>16 + sa&0xFFFF + da>>16 + da&0xFFFF
+	sum = sum&0xFFFF + sum>>16
+	sum = sum&0xFFFF + sum>>16
+	cs := uint64(^uint16(sum))
+	oh := nb[l3 : l3+ipv4MinHeader]
+	binary.BigEndian.PutUint64(oh[0:], 0x45<<56|uint64(tos)<<48|uint64(tot)<<32|uint64(f.ipID)<<16|uint64(flags))
+	binary.BigEndian.PutUint64(oh[8:], tunTTL<<56|uint64(proto)<<48|cs<<32|uint64(sa))
+	binary.BigEndian.PutUint32(oh[16:], da)
 	return txOut{off: start, n: len(nb), port: d.port}, false, DropNone
 }
 

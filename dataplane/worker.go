@@ -21,6 +21,7 @@ type worker struct {
 	// out holds, per other port, this worker's own TX-only socket on it
 	// (nil for its own port, whose AF_XDP TX ring it owns). See sender.go.
 	out []*pktSender
+	pk  []batchPkt // the batch being processed, MaxBatch long
 }
 
 // pollTimeoutMs bounds how long an idle worker sleeps in poll(2) before it
@@ -85,18 +86,25 @@ func (w *worker) step() int {
 	sent := 0
 	var rxBytes, txBytes uint64
 	fs := x.frameSize
-	for i := range n {
+	pk := w.pk[:n]
+	for i := range pk {
 		d := &rx.descs[(cons+uint32(i))&rx.mask]
 		base := x.base(d.Addr)
 		rxBytes += uint64(d.Len)
-		r := DropNoService
-		var out txOut
-		if snap != nil {
-			// The whole UMEM frame: the packet starts at d.Addr-base,
-			// after the kernel's headroom, which the forwarder may use.
-			buf := x.umem[base : base+fs : base+fs]
-			out, r = w.f.processAt(buf, int(d.Addr-base), int(d.Len), snap, now)
-		}
+		// The whole UMEM frame: the packet starts at d.Addr-base, after
+		// the kernel's headroom, which the forwarder may use.
+		// Field by field: a composite literal is built on the stack
+		// with narrow stores and copied with wide loads that stall.
+		b := &pk[i]
+		b.buf, b.off, b.n = x.umem[base:base+fs:base+fs], int(d.Addr-base), int(d.Len)
+		b.out, b.r = txOut{}, DropNoService
+	}
+	if snap != nil {
+		w.f.processBatch(pk, snap, now)
+	}
+	for i := range pk {
+		base := x.base(rx.descs[(cons+uint32(i))&rx.mask].Addr)
+		out, r := pk[i].out, pk[i].r
 		if r == DropNone && out.port != w.port {
 			if out.port < len(w.out) && w.out[out.port] != nil {
 				w.out[out.port].add(x.umem[base+uint64(out.off):base+uint64(out.off+out.n)], base)
@@ -139,7 +147,7 @@ func (w *worker) sendOut(s *pktSender) {
 	queued := s.n
 	var bytes uint64
 	for i := range queued {
-		bytes += s.iov[i].Len
+		bytes += uint64(s.iov[i].Len)
 	}
 	sent, err := s.flush()
 	if sent > 0 {

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 )
 
@@ -11,7 +12,8 @@ import (
 // that processAt gives it one at a time, over random batches that mix new
 // and established flows, the same flow several times in one batch
 // (SYN and ACK, FIN, RST, a SYN reopening a closed flow), DR, TUN and NAT,
-// UDP, ICMP, frames to no service and garbage. Two planes with the same
+// UDP, ICMP, frames to no service and garbage, and NAT replies on the
+// real servers' side. Two planes with the same
 // services see the same frames; their conn counts must agree at the end.
 func TestProcessBatchMatchesSingle(t *testing.T) {
 	cfgs := []ServiceConfig{drService("wrr", 1, 2), tunService(vip6), natService(vip4, ProtoUDP, 53, 5353, rip1, rip2)}
@@ -37,9 +39,17 @@ func TestProcessBatchMatchesSingle(t *testing.T) {
 		buildFrame(t, frameSpec{src: client4, dst: vip4, proto: ProtoTCP, sport: 1, dport: 81, flags: TCPSyn}), // no service
 		buildFrame(t, frameSpec{src: client4, dst: vip4, proto: ProtoICMP}),
 		[]byte{1, 2, 3})
+	// Replies from the NAT real servers, which arrive on port 1.
+	var replies [][]byte
+	for port := range 24 {
+		for _, rs := range []netip.Addr{rip1, rip2} {
+			replies = append(replies, natReplyFrame(t, frameSpec{src: rs, dst: client4, proto: ProtoUDP, sport: 5353, dport: uint16(20000 + port), payload: 30}))
+		}
+	}
 	now := single.table.Now()
 	var a, b [64][]byte
 	var pk [64]batchPkt
+	replied := 0
 	for round := range 400 {
 		n := 1 + rng.IntN(64)
 		for i := range n {
@@ -58,11 +68,36 @@ func TestProcessBatchMatchesSingle(t *testing.T) {
 				t.Fatalf("round %d frame %d: batch and single frames differ", round, i)
 			}
 		}
-		single.f.flush()
-		batch.f.flush()
+		// A batch of replies on the real servers' side.
+		n = 1 + rng.IntN(32)
+		for i := range n {
+			tpl := replies[rng.IntN(len(replies))]
+			a[i], b[i] = withHeadroom(tpl), withHeadroom(tpl)
+			pk[i] = batchPkt{buf: b[i], off: headr, n: len(tpl)}
+		}
+		batch.f1.processBatch(pk[:n], batch.snap, now)
+		for i := range n {
+			out, r := single.f1.processAt(a[i], headr, len(a[i])-headr, single.snap, now)
+			if got := pk[i]; got.r != r || got.out != out {
+				t.Fatalf("round %d reply %d: batch %v %+v, single %v %+v", round, i, got.r, got.out, r, out)
+			}
+			if r == DropNone {
+				replied++
+				if !bytes.Equal(b[i][out.off:out.off+out.n], a[i][out.off:out.off+out.n]) {
+					t.Fatalf("round %d reply %d: batch and single frames differ", round, i)
+				}
+			}
+		}
+		for _, f := range []*forwarder{single.f, batch.f, single.f1, batch.f1} {
+			f.flush()
+		}
 		if round%50 == 49 {
 			now += 20 // let SYN_RECV, CLOSE and the like expire now and then
 		}
+	}
+	t.Logf("%d NAT replies forwarded", replied)
+	if replied == 0 {
+		t.Fatal("no NAT reply was forwarded")
 	}
 	for _, svc := range single.snap.Services() {
 		for _, d := range svc.Dests() {

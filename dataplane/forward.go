@@ -42,6 +42,8 @@ type forwarder struct {
 	dirty []uint16   // IDs with pend != 0
 	// scratch keeps processBatch's per-frame parse results.
 	scratch *batchScratch
+	// natFwd: see natMemo; entries start at out -1 (none).
+	natFwd *[natFwdMemo]natMemo
 	// hint is the conn-table slot processBatch saw the current packet's
 	// tag in (-1: none): the lookup tries it first.
 	hint int
@@ -63,10 +65,18 @@ type DestStats struct {
 func newForwarder(t *ConnTable, ports []portInfo, port int, neigh *neighCache, q *QueueStats) *forwarder {
 	return &forwarder{table: t, ports: ports, port: port, neigh: neigh, q: q, dst: make([]DestStats, MaxDests),
 		pend: make([]pendStat, MaxDests), dirty: make([]uint16, 0, maxDirty), ipID: uint16(port) << 12,
-		scratch: new(batchScratch), hint: -1}
+		scratch: new(batchScratch), hint: -1, natFwd: newNATMemo()}
 }
 
 const maxDirty = 256
+
+func newNATMemo() *[natFwdMemo]natMemo {
+	m := new([natFwdMemo]natMemo)
+	for i := range m {
+		m[i].out = -1
+	}
+	return m
+}
 
 // pending returns dest id's pending counts, listing it for the next flush.
 func (f *forwarder) pending(id uint16) *pendStat {

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"math"
 	"sync/atomic"
 )
 
@@ -153,7 +154,19 @@ func (f *forwarder) natReply(frame []byte, off int, p *Packet, k *connKey, snap 
 		vport = rport
 	}
 	fk := makeKey(p.Proto, kindConn, k.v0, k.v1, cport, svc.v0, svc.v1, vport)
-	fi, fc, fid := f.table.lookup(&fk, now)
+	// The forward entry's slot, remembered per reply-index slot: a probe of
+	// one slot instead of a second hash and bucket scan per reply.
+	fi, fc, fid, found := -1, uint64(0), uint16(0), false
+	memo := &f.natFwd[ri&(natFwdMemo-1)]
+	if memo.out == int32(ri) {
+		fi, fc, fid, found = f.table.probe(int(memo.fwd), &fk, now)
+	}
+	if !found {
+		fi, fc, fid = f.table.lookup(&fk, now)
+		if fi >= 0 && ri <= math.MaxInt32 && fi <= math.MaxInt32 {
+			*memo = natMemo{out: int32(ri), fwd: int32(fi)}
+		}
+	}
 	if fi < 0 || fid != d.ID {
 		return txOut{}, DropNoConn, true
 	}
@@ -176,6 +189,14 @@ func (f *forwarder) natReply(frame []byte, off int, p *Packet, k *connKey, snap 
 	ps.bytes += uint64(len(frame))
 	return txOut{off: off, n: len(frame), port: port}, DropNone, true
 }
+
+// natFwdMemo is the size of a worker's reply-slot → forward-slot memo.
+const natFwdMemo = 4096
+
+// natMemo remembers that the NAT flow whose reply index is in slot out has
+// its forward entry in slot fwd; probe checks the key, so a stale memo only
+// costs the lookup it would have saved.
+type natMemo struct{ out, fwd int32 }
 
 // isICMPError reports whether an ICMP (ICMPv6) type/code word is an error
 // that quotes the offending packet.

@@ -84,3 +84,26 @@ func ipv4HeaderChecksum(h []byte) uint16 {
 	a = (a & 0xFFFFFFFF) + a>>32
 	return ^fold(uint32(a))
 }
+
+// decTTL decrements the IPv4 TTL (updating the header checksum
+// incrementally) or the IPv6 hop limit of a parsed frame. It reports false,
+// changing nothing, when the packet arrived with 1 or 0 left.
+func decTTL(frame []byte, p *Packet) bool {
+	ip := frame[p.L3:]
+	if p.IPv6 {
+		if ip[7] <= 1 {
+			return false
+		}
+		ip[7]--
+		return true
+	}
+	_ = ip[11]
+	ttl := ip[8]
+	if ttl <= 1 {
+		return false
+	}
+	ip[8] = ttl - 1
+	old := uint16(ttl)<<8 | uint16(ip[9])
+	binary.BigEndian.PutUint16(ip[10:], ChecksumUpdate16(binary.BigEndian.Uint16(ip[10:]), old, old-0x100))
+	return true
+}

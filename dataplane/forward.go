@@ -314,6 +314,9 @@ func (f *forwarder) forward(buf []byte, off, n int, p *Packet, k *connKey, h uin
 		// Most packets: an established flow whose state and expiry this
 		// packet leaves as they are. For DR nothing but the MACs changes.
 		if fd := snap.fast[id]; fd.flags&fastDR != 0 && int(fd.port) < len(f.ports) {
+			if !decTTL(frame, p) {
+				return txOut{}, DropTTL
+			}
 			copy(frame[ethDst:ethDst+6], fd.mac[:])
 			copy(frame[ethSrc:ethSrc+6], f.ports[fd.port].mac[:])
 			ps := f.pending(id)
@@ -379,6 +382,14 @@ func (f *forwarder) forward(buf []byte, off, n int, p *Packet, k *connKey, h uin
 func (f *forwarder) emit(buf []byte, off, n int, p *Packet, k *connKey, d *Dest) (txOut, DropReason) {
 	frame := buf[off : off+n : off+n]
 	out := txOut{off: off, n: n, port: d.port}
+	// The director is a hop, in every method, as IPVS is since Linux 4.2:
+	// the TTL goes down by one, and a packet that would leave with TTL 0
+	// is dropped (counted; xvs sends no time-exceeded message). TUN does
+	// it after its MTU check, so that an ICMP error quotes the packet as
+	// the client sent it.
+	if d.svc.Method != TUN && !decTTL(frame, p) {
+		return txOut{}, DropTTL
+	}
 	switch d.svc.Method {
 	case DR:
 		// The real server's MAC, the egress interface's as source.

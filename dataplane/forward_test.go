@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"testing"
@@ -71,8 +72,8 @@ func TestForwardDR(t *testing.T) {
 	if !bytes.Equal(syn[6:12], macDir) || !(bytes.Equal(dst, macRS1) || bytes.Equal(dst, macRS2)) {
 		t.Fatalf("MACs after DR: dst %x src %x", dst, syn[6:12])
 	}
-	if !bytes.Equal(syn[12:], orig[12:]) {
-		t.Fatal("DR changed bytes past the Ethernet addresses")
+	if !bytes.Equal(syn[12:], hopped(orig, 14)[12:]) {
+		t.Fatal("DR changed bytes past the Ethernet addresses other than the TTL")
 	}
 	first := append([]byte(nil), dst...)
 	// The rest of the flow follows the entry, whatever rr would pick next.
@@ -301,8 +302,8 @@ func TestForwardIPv6AndVLAN(t *testing.T) {
 	if r := p.f.process(fr, p.snap, now); r != DropNone {
 		t.Fatalf("VLAN SYN: %v", r)
 	}
-	if !bytes.Equal(fr[12:], orig[12:]) || !bytes.Equal(fr[6:12], macDir) {
-		t.Fatal("VLAN frame changed beyond its MACs")
+	if !bytes.Equal(fr[12:], hopped(orig, 18)[12:]) || !bytes.Equal(fr[6:12], macDir) {
+		t.Fatal("VLAN frame changed beyond its MACs and TTL")
 	}
 }
 
@@ -358,8 +359,12 @@ func FuzzProcess(f *testing.F) {
 			}
 			return
 		}
-		if len(b) < 12 || !bytes.Equal(b[12:], orig[12:]) || !bytes.Equal(b[6:12], macDir) {
-			t.Fatal("forwarded frame changed beyond its MACs")
+		var q Packet
+		if Parse(orig, &q) != DropNone {
+			t.Fatal("forwarded a frame that does not parse")
+		}
+		if !bytes.Equal(b[12:], hopped(orig, int(q.L3))[12:]) || !bytes.Equal(b[6:12], macDir) {
+			t.Fatal("forwarded frame changed beyond its MACs and TTL")
 		}
 	})
 }
@@ -467,5 +472,106 @@ func TestForwardWLCSeesCounts(t *testing.T) {
 	p.f.process(fr, p.snap, now)
 	if !bytes.Equal(fr[0:6], macRS1) {
 		t.Fatalf("wlc sent a new flow to %x, want rs1 (no active conns)", fr[0:6])
+	}
+}
+
+// withTTL returns a copy of frame whose IP header at l3 carries TTL (IPv6
+// hop limit) ttl, the IPv4 header checksum recomputed in full.
+func withTTL(frame []byte, l3 int, ttl byte) []byte {
+	b := append([]byte(nil), frame...)
+	ip := b[l3:]
+	if ip[0]>>4 == 6 {
+		ip[7] = ttl
+		return b
+	}
+	ip[8] = ttl
+	ihl := int(ip[0]&0x0F) * 4
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], Checksum(ip[:ihl], 0))
+	return b
+}
+
+// hopped returns frame as a router forwards it: TTL (hop limit) one lower.
+func hopped(frame []byte, l3 int) []byte {
+	ip := frame[l3:]
+	if ip[0]>>4 == 6 {
+		return withTTL(frame, l3, ip[7]-1)
+	}
+	return withTTL(frame, l3, ip[8]-1)
+}
+
+// TestForwardTTL: every method takes one from the TTL (hop limit), as IPVS
+// does, and drops, counted, what arrives with 1 left; requests and NAT
+// replies alike, IPv4 and IPv6.
+func TestForwardTTL(t *testing.T) {
+	p := newTestPlane(t, 1024)
+	p.hops = hopsOnPort1(0)
+	tun := tunService(vip4)
+	tun.Key.Port = 81
+	p.publish(drService("rr", 1, 1), tun, natService(vip4, ProtoUDP, 53, 5353, rip1), natService(vip6, ProtoUDP, 53, 5353, rip6))
+	now := p.table.Now()
+	for _, tc := range []struct {
+		name string
+		spec frameSpec
+	}{
+		{"dr", frameSpec{src: client4, dst: vip4, proto: ProtoTCP, sport: 7000, dport: 80, flags: TCPSyn}},
+		{"tun", frameSpec{src: client4, dst: vip4, proto: ProtoTCP, sport: 7001, dport: 81, flags: TCPSyn}},
+		{"nat4", frameSpec{src: client4, dst: vip4, proto: ProtoUDP, sport: 7002, dport: 53, payload: 8}},
+		{"nat6", frameSpec{src: client6, dst: vip6, proto: ProtoUDP, sport: 7003, dport: 53, payload: 8}},
+	} {
+		fr := buildFrame(t, tc.spec)
+		// TTL 1: dropped, counted by its own reason, nothing written.
+		one := withTTL(fr, 14, 1)
+		buf := withHeadroom(one)
+		if _, r := p.f.processAt(buf, headr, len(one), p.snap, now); r != DropTTL {
+			t.Errorf("%s with TTL 1: %v, want %v", tc.name, r, DropTTL)
+		}
+		// TTL 2: forwarded with 1 and a valid header.
+		two := withTTL(fr, 14, 2)
+		buf = withHeadroom(two)
+		out, r := p.f.processAt(buf, headr, len(two), p.snap, now)
+		if r != DropNone {
+			t.Fatalf("%s with TTL 2: %v", tc.name, r)
+		}
+		got := buf[out.off : out.off+out.n]
+		l3 := 14
+		if tc.name == "tun" {
+			l3 = 34 // the inner packet's
+			if got[14+8] != 64 {
+				t.Errorf("tun: outer TTL %d, want 64", got[14+8])
+			}
+		}
+		ttl := got[l3+8]
+		if tc.spec.src.Is6() {
+			ttl = got[l3+7]
+		}
+		if ttl != 1 {
+			t.Errorf("%s: forwarded with TTL %d, want 1", tc.name, ttl)
+		}
+		if tc.name != "tun" {
+			verifyIP(t, tc.name, got)
+		} else if Checksum(got[l3:l3+20], 0) != 0 {
+			t.Error("tun: inner IPv4 header checksum wrong")
+		}
+	}
+	// NAT replies: the same rule on the way back.
+	for _, tc := range []struct {
+		name      string
+		real, cli netip.Addr
+		dport     uint16
+	}{{"nat4 reply", rip1, client4, 7002}, {"nat6 reply", rip6, client6, 7003}} {
+		rep := natReplyFrame(t, frameSpec{src: tc.real, dst: tc.cli, proto: ProtoUDP, sport: 5353, dport: tc.dport, payload: 8})
+		one := withTTL(rep, 14, 1)
+		if _, r := p.f1.processAt(one, 0, len(one), p.snap, now); r != DropTTL {
+			t.Errorf("%s with TTL 1: %v, want %v", tc.name, r, DropTTL)
+		}
+		two := withTTL(rep, 14, 2)
+		if _, r := p.f1.processAt(two, 0, len(two), p.snap, now); r != DropNone {
+			t.Fatalf("%s with TTL 2: %v", tc.name, r)
+		}
+		verifyIP(t, tc.name, two)
+		if ttl := two[14+8]; tc.cli.Is6() && two[14+7] != 1 || !tc.cli.Is6() && ttl != 1 {
+			t.Errorf("%s: forwarded with TTL (hop limit) not 1", tc.name)
+		}
 	}
 }

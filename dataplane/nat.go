@@ -181,6 +181,9 @@ func (f *forwarder) natReply(frame []byte, off int, p *Packet, k *connKey, snap 
 	if !ok {
 		return txOut{}, DropNoNeigh, true
 	}
+	if !decTTL(frame, p) {
+		return txOut{}, DropTTL, true
+	}
 	natRewriteSrc(frame, p, svc, rport, vport)
 	putMAC(frame[ethDst:], mac)
 	copy(frame[ethSrc:ethSrc+6], f.ports[port].mac[:])
@@ -267,6 +270,9 @@ func (f *forwarder) natICMP(frame []byte, off int, p *Packet, snap *Snapshot, no
 	mac, port, ok := f.neigh.lookup(c0, c1)
 	if !ok {
 		return txOut{}, DropNoNeigh
+	}
+	if !decTTL(frame, p) {
+		return txOut{}, DropTTL
 	}
 	// The quoted packet: destination real server → VIP:vport.
 	co := -1

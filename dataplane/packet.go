@@ -29,6 +29,7 @@ const (
 	DropHeadroom             // no headroom left for a header to prepend
 	DropNoNeigh              // NAT reply: the client's next hop is not known (no request seen)
 	DropTxError              // sending on another port's socket failed
+	DropTTL                  // TTL (hop limit) would reach 0 here, as at any router
 	numDropReasons
 )
 
@@ -36,7 +37,7 @@ var dropNames = [numDropReasons]string{
 	"none", "short", "vlan", "not_ip", "ip_header", "ip_length", "fragment",
 	"ipv6_ext", "l4_header", "l4_proto", "no_service", "inactive", "no_conn",
 	"no_dest", "dest_gone", "method", "tx_full", "too_big", "headroom", "no_neigh",
-	"tx_error",
+	"tx_error", "ttl_exceeded",
 }
 
 // String names the reason as the metrics label uses it.

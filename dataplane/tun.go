@@ -49,6 +49,9 @@ func (f *forwarder) tunnel(buf []byte, off int, p *Packet, d *Dest) (out txOut, 
 	if off < ipv4MinHeader {
 		return txOut{}, false, DropHeadroom
 	}
+	if !decTTL(frame, p) { // the inner packet's: see emit
+		return txOut{}, false, DropTTL
+	}
 	src := pi.src4
 	if d.hasSrc {
 		src = d.src4

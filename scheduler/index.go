@@ -429,7 +429,29 @@ func (ix *index) refresh(p int) {
 // the flow), or ok = false when the caller must walk the list: the index
 // was lost, or no server is available by its thresholds (the walk then
 // re-evaluates them as IPVS would).
+//
+// The common case (claimed, and the root's server still has the counts the
+// root says) is written out here without calls; pickSlow has the rest.
 func (ix *index) pick(f *Flow) (pos int32, ok bool) {
+	if ix == nil || ix.lost.Load() || ix.state.Load() != claimed {
+		return ix.pickSlow(f)
+	}
+	v := ix.node[0].Load()
+	p := wordPos(v)
+	if v == ixEmpty || int(p) >= len(ix.slots) {
+		return ix.pickSlow(f)
+	}
+	sl := &ix.slots[p]
+	if sl.upper > 0 || ix.keyOf(sl.c.Active.Load(), sl.c.Inactive.Load()) != wordKey(v) {
+		return ix.pickSlow(f)
+	}
+	if x := auditHash(f); x>>(64-auditBits) == 0 {
+		ix.audit(x)
+	}
+	return p, true
+}
+
+func (ix *index) pickSlow(f *Flow) (pos int32, ok bool) {
 	if !ix.ready() {
 		return 0, false
 	}
@@ -467,10 +489,18 @@ func (ix *index) stale(p int, v uint64) bool {
 // random server's counts is a likely cache miss, too dear for every pick.
 // A given server is checked once in about auditEvery*n picks.
 func (ix *index) check(f *Flow) {
-	x := (uint64(binary.LittleEndian.Uint32(f.Src[12:])) | uint64(f.SrcPort)<<32 | uint64(f.Shard)<<48) * 0x9e3779b97f4a7c15
-	if x>>(64-auditBits) != 0 {
-		return
+	if x := auditHash(f); x>>(64-auditBits) == 0 {
+		ix.audit(x)
 	}
+}
+
+// auditHash mixes the flow's source into the word check draws from.
+func auditHash(f *Flow) uint64 {
+	return (uint64(binary.LittleEndian.Uint32(f.Src[12:])) | uint64(f.SrcPort)<<32 | uint64(f.Shard)<<48) * 0x9e3779b97f4a7c15
+}
+
+// audit re-checks the server that check's draw x names.
+func (ix *index) audit(x uint64) {
 	p := int(uint64(uint32(x>>16)) * uint64(ix.n) >> 32)
 	if v := ix.node[ix.leaf0+p].Load(); v != ixEmpty || ix.slots[p].upper > 0 {
 		if ix.stale(p, v) {

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,22 +12,30 @@ import (
 // Expiry of lblc/lblcr entries runs on a one-second coarse clock: reading
 // the time on every pick would cost more than the rest of the pick. The
 // clock goroutine starts with the first lblc/lblcr scheduler and owns
-// coarseSec.
+// coarse.sec.
 var (
 	clockOnce sync.Once
-	coarseSec atomic.Int64
+	// Alone on its lines: every lblc/lblcr pick reads it, and the linker
+	// would place it among other packages' variables, any of which might
+	// be written as often (it sat on one line with testing's and three of
+	// this package's).
+	coarse struct {
+		_   [2 * lineSize]byte
+		sec atomic.Int64
+		_   [2 * lineSize]byte
+	}
 )
 
 func startClock() {
-	coarseSec.Store(time.Now().Unix())
+	coarse.sec.Store(time.Now().Unix())
 	go func() {
 		for now := range time.Tick(time.Second) {
-			coarseSec.Store(now.Unix())
+			coarse.sec.Store(now.Unix())
 		}
 	}()
 }
 
-func coarseNow() int64 { return coarseSec.Load() }
+func coarseNow() int64 { return coarse.sec.Load() }
 
 const (
 	defaultExpiration = 24 * 60 * 60 // IPVS's DEFAULT_EXPIRATION, seconds
@@ -52,18 +61,29 @@ func addrKey(a *[16]byte) (uint64, uint64) {
 	return binary.LittleEndian.Uint64(a[0:8]), binary.LittleEndian.Uint64(a[8:16])
 }
 
-func keySet(k0, k1 uint64, mask uint32) uint32 {
-	return mhHash(uint32(k0^k1^(k0>>32)^(k1>>32)), mhKey2) & mask
+// keySet is the cache set of address k0, k1 among 1<<(64-shift) sets:
+// the top bits of a multiplicative hash, which depend on every bit of
+// the address. Two multiplies: the set's address is on the path of every
+// pick, ahead of the cache line it names.
+func keySet(k0, k1 uint64, shift uint8) uint32 {
+	return uint32(((k0*mhKey2 ^ k1) * mhKey1) >> shift)
+}
+
+// setShift is keySet's shift for sets (a power of two) sets.
+func setShift(sets int) uint8 {
+	return uint8(64 - bits.TrailingZeros(uint(sets)))
 }
 
 // isOverloaded is lblc/lblcr's own rule for live position p: more active
 // connections than its weight while some server has fewer than half its
 // weight. The index counts the latter; without one, the list is walked.
-func isOverloaded(b *base, p int32) bool {
-	sl := &b.slots[p]
-	if int64(sl.c.Active.Load()) <= int64(sl.w) {
-		return false
-	}
+// The first test is inline; the rest, anyUnder, is a call.
+func isOverloaded(b *base, sl *slot) bool {
+	return sl.c.Active.Load() > sl.w && b.anyUnder()
+}
+
+// anyUnder reports whether some live server has Active*2 < weight.
+func (b *base) anyUnder() bool {
 	if under, ok := b.ix.anyUnder(); ok {
 		return under
 	}
@@ -138,9 +158,9 @@ func (e *lblcEntry) usedAt() (uint32, int64, uint64, uint64) {
 type lblcSched struct {
 	base
 	ents  []lblcEntry
-	mask  uint32
+	shift uint8 // keySet's
 	exp   int64
-	clock func() int64 // coarse seconds; tests replace it
+	clock func() int64 // coarse seconds when set (tests); nil = coarseNow
 }
 
 func buildLBLC(b base, prev Scheduler) (Scheduler, error) {
@@ -149,8 +169,8 @@ func buildLBLC(b base, prev Scheduler) (Scheduler, error) {
 		return nil, err
 	}
 	clockOnce.Do(startClock)
-	s := &lblcSched{base: b, ents: make([]lblcEntry, sets*cacheWays), mask: uint32(sets - 1),
-		exp: int64(b.opts.LBLCExpiration), clock: coarseNow}
+	s := &lblcSched{base: b, ents: make([]lblcEntry, sets*cacheWays), shift: setShift(sets),
+		exp: int64(b.opts.LBLCExpiration)}
 	if s.exp <= 0 {
 		s.exp = defaultExpiration
 	}
@@ -174,7 +194,7 @@ func buildLBLC(b base, prev Scheduler) (Scheduler, error) {
 }
 
 func (s *lblcSched) set(k0, k1 uint64) []lblcEntry {
-	i := keySet(k0, k1, s.mask) * cacheWays
+	i := keySet(k0, k1, s.shift) * cacheWays
 	return s.ents[i : i+cacheWays : i+cacheWays]
 }
 
@@ -184,8 +204,25 @@ func (s *lblcSched) Rebuild(dests []Dest) (Scheduler, error) {
 
 func (s *lblcSched) Pick(f *Flow) int {
 	k0, k1 := addrKey(&f.Dst)
+	now := coarseNow()
+	if s.clock != nil {
+		now = s.clock()
+	}
+	// The commonest case, written out: the destination is in its set's
+	// first entry, current, and its server may take the flow.
+	i := int(keySet(k0, k1, s.shift)) * cacheWays
+	if i < len(s.ents) {
+		e := &s.ents[i]
+		if d, used, ok := e.read(k0, k1); ok && now-used <= s.exp && uint(d) < uint(len(s.slots)) {
+			if sl := &s.slots[d]; sl.w > 0 && !isOverloaded(&s.base, sl) {
+				if used != now {
+					e.used.Store(now)
+				}
+				return int(s.idx[d])
+			}
+		}
+	}
 	set := s.set(k0, k1)
-	now := s.clock()
 	for i := range set {
 		e := &set[i]
 		d, used, ok := e.read(k0, k1)
@@ -198,7 +235,7 @@ func (s *lblcSched) Pick(f *Flow) int {
 		if used != now {
 			e.used.Store(now) // at most once a second, to keep the line shared
 		}
-		if s.slots[d].w > 0 && !isOverloaded(&s.base, d) {
+		if sl := &s.slots[d]; sl.w > 0 && !isOverloaded(&s.base, sl) {
 			return int(s.idx[d])
 		}
 		break
@@ -207,7 +244,13 @@ func (s *lblcSched) Pick(f *Flow) int {
 	if p < 0 {
 		return -1
 	}
-	set[victim(set, k0, k1)].write(k0, k1, int32(p), now)
+	// As IPVS's ip_vs_lblc_new, leave an entry that already says so
+	// alone: a write is a locked instruction on a line every worker
+	// reads.
+	v := &set[victim(set, k0, k1)]
+	if d, used, ok := v.read(k0, k1); !ok || d != int32(p) || used != now {
+		v.write(k0, k1, int32(p), now)
+	}
 	return int(s.idx[p])
 }
 
@@ -280,9 +323,9 @@ func (e *lblcrEntry) write(k0, k1 uint64, snap *lblcrSnap, takeOver bool) bool {
 type lblcrSched struct {
 	base
 	ents  []lblcrEntry
-	mask  uint32
+	shift uint8
 	exp   int64
-	clock func() int64
+	clock func() int64 // as lblcSched's
 }
 
 func buildLBLCR(b base, prev Scheduler) (Scheduler, error) {
@@ -291,8 +334,8 @@ func buildLBLCR(b base, prev Scheduler) (Scheduler, error) {
 		return nil, err
 	}
 	clockOnce.Do(startClock)
-	s := &lblcrSched{base: b, ents: make([]lblcrEntry, sets*cacheWays), mask: uint32(sets - 1),
-		exp: int64(b.opts.LBLCRExpiration), clock: coarseNow}
+	s := &lblcrSched{base: b, ents: make([]lblcrEntry, sets*cacheWays), shift: setShift(sets),
+		exp: int64(b.opts.LBLCRExpiration)}
 	if s.exp <= 0 {
 		s.exp = defaultExpiration
 	}
@@ -329,7 +372,7 @@ func buildLBLCR(b base, prev Scheduler) (Scheduler, error) {
 }
 
 func (s *lblcrSched) set(k0, k1 uint64) []lblcrEntry {
-	i := keySet(k0, k1, s.mask) * cacheWays
+	i := keySet(k0, k1, s.shift) * cacheWays
 	return s.ents[i : i+cacheWays : i+cacheWays]
 }
 
@@ -375,8 +418,84 @@ func (s *lblcrSched) setMax(snap *lblcrSnap) int {
 
 func (s *lblcrSched) Pick(f *Flow) int {
 	k0, k1 := addrKey(&f.Dst)
+	now := coarseNow()
+	if s.clock != nil {
+		now = s.clock()
+	}
+	// The commonest case of all, written out: the destination is in its
+	// set's first entry, with one server, which may take the flow.
+	i := int(keySet(k0, k1, s.shift)) * cacheWays
+	if i < len(s.ents) {
+		e := &s.ents[i]
+		s1 := e.seq.Load()
+		if s1&1 == 0 && s1 != 0 && e.k0.Load() == k0 && e.k1.Load() == k1 && e.n.Load() == 1 {
+			used := e.used.Load()
+			if p := e.set[0].Load(); now-used <= s.exp && uint(p) < uint(len(s.slots)) {
+				sl := &s.slots[p]
+				if sl.w > 0 && sl.upper <= 0 && e.seq.Load() == s1 && !isOverloaded(&s.base, sl) {
+					if used != now {
+						e.used.Store(now)
+					}
+					return int(s.idx[p])
+				}
+			}
+		}
+	}
 	set := s.set(k0, k1)
-	now := s.clock()
+	if d := s.hit(set, k0, k1, now); d >= 0 {
+		return int(s.idx[d])
+	}
+	return s.pickSet(f, set, k0, k1, now)
+}
+
+// hit is Pick's common case, read in place: the destination's entry is
+// current, needs no shrinking, and its least loaded member may take the
+// flow. It returns that member's live position, or -1 for pickSet to
+// decide (which reads the entry again and does everything IPVS does).
+func (s *lblcrSched) hit(set []lblcrEntry, k0, k1 uint64, now int64) int32 {
+	for i := range set {
+		e := &set[i]
+		s1 := e.seq.Load()
+		if s1 == 0 || s1&1 != 0 || e.k0.Load() != k0 || e.k1.Load() != k1 {
+			continue
+		}
+		n, used := int(e.n.Load()), e.used.Load()
+		if n < 1 || n > lblcrSetMax || now-used > s.exp || (n > 1 && now-e.lastmod.Load() > s.exp) {
+			return -1
+		}
+		// setMin over the entry's members, keeping the winner's Active
+		// for isOverloaded's test.
+		least := int32(-1)
+		var loh, lw, la int64
+		for j := range n {
+			p := e.set[j].Load()
+			if uint(p) >= uint(len(s.slots)) {
+				return -1
+			}
+			sl := &s.slots[p]
+			if sl.w <= 0 || (sl.upper > 0 && s.over(int(p))) {
+				continue
+			}
+			a := int64(sl.c.Active.Load())
+			doh := a<<8 + int64(sl.c.Inactive.Load())
+			if least < 0 || loh*int64(sl.w) > doh*lw {
+				least, loh, lw, la = p, doh, int64(sl.w), a
+			}
+		}
+		if least < 0 || e.seq.Load() != s1 || (la > lw && s.anyUnder()) {
+			return -1
+		}
+		if used != now {
+			e.used.Store(now)
+		}
+		return least
+	}
+	return -1
+}
+
+// pickSet is the rest of ip_vs_lblcr_schedule: a miss, an expired or
+// shrinking entry, or an overloaded set.
+func (s *lblcrSched) pickSet(f *Flow, set []lblcrEntry, k0, k1 uint64, now int64) int {
 	var snap lblcrSnap
 	for i := range set {
 		e := &set[i]
@@ -406,7 +525,7 @@ func (s *lblcrSched) Pick(f *Flow) int {
 				e.write(k0, k1, &snap, false)
 			}
 		}
-		if dest >= 0 && !isOverloaded(&s.base, dest) {
+		if dest >= 0 && !isOverloaded(&s.base, &s.slots[dest]) {
 			return int(s.idx[dest])
 		}
 		p := wlcPick(&s.base, f)

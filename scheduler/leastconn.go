@@ -88,7 +88,12 @@ func (s *wlcSched) Rebuild(dests []Dest) (Scheduler, error) {
 	return build(s.name, s.opts, dests, s)
 }
 
-func (s *wlcSched) Pick(f *Flow) int { return s.pos(int32(wlcPick(&s.base, f))) }
+func (s *wlcSched) Pick(f *Flow) int {
+	if p, ok := s.ix.pick(f); ok {
+		return s.pos(p)
+	}
+	return s.pos(int32(wlcScan(&s.base)))
+}
 
 type sedSched struct{ base }
 
@@ -182,12 +187,31 @@ func byWeight(b *base) []int32 {
 	return o
 }
 
-type foSched struct {
-	base
-	order []int32
+// ordered is a walk order of live positions packed for the walk: the
+// slots themselves (a Dest is four times a slot's size), the live
+// positions for the threshold check, and the indexes Pick returns.
+type ordered struct {
+	slots []slot
+	pos   []int32
+	idx   []int32
 }
 
-func buildFO(b base, _ Scheduler) (Scheduler, error) { return &foSched{b, byWeight(&b)}, nil }
+func orderOf(b *base, order []int32) ordered {
+	o := ordered{pos: order, slots: make([]slot, len(order)), idx: make([]int32, len(order))}
+	for i, p := range order {
+		o.slots[i], o.idx[i] = b.slots[p], b.idx[p]
+	}
+	return o
+}
+
+type foSched struct {
+	base
+	ord ordered
+}
+
+func buildFO(b base, _ Scheduler) (Scheduler, error) {
+	return &foSched{b, orderOf(&b, byWeight(&b))}, nil
+}
 
 func (s *foSched) Rebuild(dests []Dest) (Scheduler, error) {
 	return build(s.name, s.opts, dests, s)
@@ -196,9 +220,10 @@ func (s *foSched) Rebuild(dests []Dest) (Scheduler, error) {
 // Pick is ip_vs_fo_schedule: the highest weight not overloaded, first on
 // ties.
 func (s *foSched) Pick(*Flow) int {
-	for _, p := range s.order {
-		if !s.live[p].Overloaded() {
-			return int(s.idx[p])
+	o := &s.ord
+	for i := range o.slots {
+		if o.slots[i].upper <= 0 || !s.over(int(o.pos[i])) {
+			return int(o.idx[i])
 		}
 	}
 	return -1
@@ -206,10 +231,12 @@ func (s *foSched) Pick(*Flow) int {
 
 type ovfSched struct {
 	base
-	order []int32
+	ord ordered
 }
 
-func buildOVF(b base, _ Scheduler) (Scheduler, error) { return &ovfSched{b, byWeight(&b)}, nil }
+func buildOVF(b base, _ Scheduler) (Scheduler, error) {
+	return &ovfSched{b, orderOf(&b, byWeight(&b))}, nil
+}
 
 func (s *ovfSched) Rebuild(dests []Dest) (Scheduler, error) {
 	return build(s.name, s.opts, dests, s)
@@ -218,17 +245,31 @@ func (s *ovfSched) Rebuild(dests []Dest) (Scheduler, error) {
 // Pick is ip_vs_ovf_schedule: the highest weight among dests whose active
 // connections do not exceed their weight, first on ties.
 func (s *ovfSched) Pick(*Flow) int {
-	for _, p := range s.order {
-		d := &s.live[p]
-		if int64(d.Conns.Active.Load()) <= int64(d.Weight) && !d.Overloaded() {
-			return int(s.idx[p])
+	o := &s.ord
+	for i := range o.slots {
+		sl := &o.slots[i]
+		if int64(sl.c.Active.Load()) <= int64(sl.w) && (sl.upper <= 0 || !s.over(int(o.pos[i]))) {
+			return int(o.idx[i])
 		}
 	}
 	return -1
 }
 
-// twosTableMax bounds the per-draw lookup table of twos (entries).
-const twosTableMax = 1 << 16 // 256 KiB at most
+// twos's per-draw lookup tables: entries up to twosEntMax total weight
+// (256 KiB), live positions up to twosTableMax (256 KiB), beyond that a
+// binary search (about 10 times slower a pick, at 4096 servers).
+const (
+	twosEntMax   = 1 << 14
+	twosTableMax = 1 << 16
+)
+
+// twosEnt is a draw's dest as Pick reads it: no further table between the
+// draw and the dest's counts (one dependent load fewer: 4 ns a pick).
+type twosEnt struct {
+	c   *ConnCounts
+	w   int32
+	idx int32 // into all
+}
 
 // twos: ip_vs_twos.c. Without thresholds the weights are fixed per
 // snapshot, so each draw is precomputed: a table from draw to dest when the
@@ -236,22 +277,12 @@ const twosTableMax = 1 << 16 // 256 KiB at most
 // thresholds Pick walks the list as IPVS does.
 type twosSched struct {
 	base
-	elig  []int32 // live positions with weight > 0
-	cum   []int64 // cum[i] = sum of weights of elig[0..i]
-	table []int32 // table[r] = elig[search(r)], r in [0, total]
+	elig  []int32   // live positions with weight > 0
+	cum   []int64   // cum[i] = sum of weights of elig[0..i]
+	table []twosEnt // table[r] is elig[search(r)], r in [0, total]
+	ptab  []int32   // without table, ptab[r] is elig[search(r)]
 	total int64
 	rnd   func() uint32 // when set (tests), the random source
-}
-
-// draw returns two random numbers. The runtime's generator keeps its state
-// per thread: nothing shared is written, which a per-shard sequence (one
-// atomic add a pick) could not avoid.
-func (s *twosSched) draw() (uint32, uint32) {
-	if s.rnd != nil {
-		return s.rnd(), s.rnd()
-	}
-	x := rand.Uint64()
-	return uint32(x), uint32(x >> 32)
 }
 
 func buildTWOS(b base, _ Scheduler) (Scheduler, error) {
@@ -263,10 +294,17 @@ func buildTWOS(b base, _ Scheduler) (Scheduler, error) {
 			s.cum = append(s.cum, s.total)
 		}
 	}
-	if len(s.elig) > 0 && s.total < twosTableMax {
-		s.table = make([]int32, s.total+1)
+	switch {
+	case len(s.elig) == 0:
+	case s.total < twosEntMax:
+		s.table = make([]twosEnt, s.total+1)
 		for r := range s.table {
-			s.table[r] = s.elig[s.search(int64(r))]
+			s.table[r] = s.entOf(s.elig[s.search(int64(r))])
+		}
+	case s.total < twosTableMax:
+		s.ptab = make([]int32, s.total+1)
+		for r := range s.ptab {
+			s.ptab[r] = s.elig[s.search(int64(r))]
 		}
 	}
 	return s, nil
@@ -280,11 +318,20 @@ func (s *twosSched) Rebuild(dests []Dest) (Scheduler, error) {
 	return n, err
 }
 
-func (s *twosSched) Pick(*Flow) int {
+func (s *twosSched) Pick(f *Flow) int {
 	if len(s.elig) == 0 {
 		return -1
 	}
-	u1, u2 := s.draw()
+	// The runtime's generator keeps its state per thread: nothing shared
+	// is written. (A generator per shard, as rr's cursors, costs a locked
+	// add a pick: 5 ns more.)
+	var u1, u2 uint32
+	if s.rnd == nil {
+		x := rand.Uint64()
+		u1, u2 = uint32(x), uint32(x>>32)
+	} else {
+		u1, u2 = s.rnd(), s.rnd()
+	}
 	if s.thresh {
 		return s.walk(u1, u2)
 	}
@@ -293,23 +340,27 @@ func (s *twosSched) Pick(*Flow) int {
 	// chance in total+1).
 	t := s.total + 1
 	r1, r2 := reduce(u1, t), reduce(u2, t)
-	var p1, p2 int32
+	var e1, e2 twosEnt
 	if s.table != nil {
-		p1, p2 = s.table[r1], s.table[r2]
+		e1, e2 = s.table[r1], s.table[r2]
+	} else if s.ptab != nil {
+		e1, e2 = s.entOf(s.ptab[r1]), s.entOf(s.ptab[r2])
 	} else {
-		p1, p2 = s.elig[s.search(r1)], s.elig[s.search(r2)]
+		e1, e2 = s.entOf(s.elig[s.search(r1)]), s.entOf(s.elig[s.search(r2)])
 	}
-	// The packed slots, not the Dests: two lines fewer to read.
-	c1, c2 := &s.slots[p1], &s.slots[p2]
-	o1 := int64(c1.c.Active.Load())<<8 + int64(c1.c.Inactive.Load())
-	o2 := int64(c2.c.Active.Load())<<8 + int64(c2.c.Inactive.Load())
+	o1 := int64(e1.c.Active.Load())<<8 + int64(e1.c.Inactive.Load())
+	o2 := int64(e2.c.Active.Load())<<8 + int64(e2.c.Inactive.Load())
 	// Which one wins is a coin toss to the branch predictor: select
 	// without a branch (the compiler emits a conditional move).
-	i1, i2 := s.idx[p1], s.idx[p2]
-	if int64(c2.w)*o1 > int64(c1.w)*o2 {
-		i1 = i2
+	i1 := e1.idx
+	if int64(e2.w)*o1 > int64(e1.w)*o2 {
+		i1 = e2.idx
 	}
 	return int(i1)
+}
+
+func (s *twosSched) entOf(p int32) twosEnt {
+	return twosEnt{c: s.slots[p].c, w: s.slots[p].w, idx: s.idx[p]}
 }
 
 // reduce maps a 32-bit random number onto [0, t) by multiply and shift:

@@ -16,9 +16,18 @@ type cursor struct {
 	_ [120]byte
 }
 
-type cursors [nShards]cursor
+// cursors are the per-shard cursors. They start with a block nobody
+// writes: Go checks a *cursors for nil by loading its first byte, so
+// with the cursors at the start every pick, whatever its shard, would
+// read shard 0's line, the one shard 0 writes on each of its picks. That
+// line then moved between the cores on every pick: two workers picked
+// at 0.6 times one worker's rate.
+type cursors struct {
+	_ [128]byte
+	c [nShards]cursor
+}
 
-func (c *cursors) at(shard uint16) *atomic.Uint64 { return &c[shard%nShards].v }
+func (c *cursors) at(shard uint16) *atomic.Uint64 { return &c.c[shard%nShards].v }
 
 // advance moves a cursor that wraps at n one step and returns the position
 // it held. Wrapping by compare-and-swap avoids a division per pick; the
@@ -50,8 +59,9 @@ func skipTo(cur *atomic.Uint64, p, k, n uint64) {
 // cursor is the position in elig of the next pick (just after the last).
 type rrSched struct {
 	base
-	elig []int32
-	cur  *cursors
+	elig    []int32
+	eligIdx []int32 // idx[elig[i]]: one load fewer after the cursor's
+	cur     *cursors
 }
 
 func buildRR(b base, prev Scheduler) (Scheduler, error) {
@@ -59,6 +69,7 @@ func buildRR(b base, prev Scheduler) (Scheduler, error) {
 	for i := range b.live {
 		if b.live[i].Weight > 0 {
 			s.elig = append(s.elig, int32(i))
+			s.eligIdx = append(s.eligIdx, b.idx[i])
 		}
 	}
 	if p, ok := prev.(*rrSched); ok && len(s.elig) > 0 && len(p.elig) > 0 {
@@ -66,8 +77,8 @@ func buildRR(b base, prev Scheduler) (Scheduler, error) {
 		// pointing at the last dest across list changes (even if that one
 		// is now quiesced; gone from the list, the shard restarts).
 		pos := s.livePos()
-		for k := range p.cur {
-			c := p.cur[k].v.Load() % uint64(len(p.elig))
+		for k := range p.cur.c {
+			c := p.cur.c[k].v.Load() % uint64(len(p.elig))
 			if c == 0 {
 				continue // fresh, or the last pick was the list's end
 			}
@@ -76,7 +87,7 @@ func buildRR(b base, prev Scheduler) (Scheduler, error) {
 				continue
 			}
 			j, _ := slices.BinarySearch(s.elig, lp+1) // first eligible after it
-			s.cur[k].v.Store(uint64(j) % uint64(len(s.elig)))
+			s.cur.c[k].v.Store(uint64(j) % uint64(len(s.elig)))
 		}
 	}
 	return s, nil
@@ -93,8 +104,8 @@ func (s *rrSched) Pick(f *Flow) int {
 	}
 	cur := s.cur.at(f.Shard)
 	c := advance(cur, n)
-	if !s.thresh {
-		return int(s.idx[s.elig[c]])
+	if !s.thresh && c < uint64(len(s.eligIdx)) {
+		return int(s.eligIdx[c])
 	}
 	for k := range n {
 		p := s.elig[(c+k)%n]
@@ -124,6 +135,7 @@ type wrrSched struct {
 	base
 	mw, di    int32
 	seq       []int32
+	seqIdx    []int32 // idx[seq[i]]
 	passStart []int32
 	cur       *cursors
 }
@@ -161,11 +173,13 @@ func buildWRR(b base, prev Scheduler) (Scheduler, error) {
 		}
 		if total <= int64(maxWRRSeq) {
 			s.seq = make([]int32, 0, total)
+			s.seqIdx = make([]int32, 0, total)
 			for cw := s.mw; cw > 0; cw -= s.di {
 				s.passStart = append(s.passStart, int32(len(s.seq)))
 				for i := range b.live {
 					if b.live[i].Weight >= cw {
 						s.seq = append(s.seq, int32(i))
+						s.seqIdx = append(s.seqIdx, b.idx[i])
 					}
 				}
 			}
@@ -174,8 +188,8 @@ func buildWRR(b base, prev Scheduler) (Scheduler, error) {
 	if p, ok := prev.(*wrrSched); ok && s.mw > 0 {
 		// IPVS's ip_vs_wrr_dest_changed: restart the list walk at the
 		// head, keeping the current weight pass (rounded as IPVS does).
-		for k := range p.cur {
-			st := p.cur[k].v.Load()
+		for k := range p.cur.c {
+			st := p.cur.c[k].v.Load()
 			if st == 0 {
 				continue
 			}
@@ -185,7 +199,7 @@ func buildWRR(b base, prev Scheduler) (Scheduler, error) {
 			} else if s.di > 1 {
 				cw = (cw/s.di)*s.di + 1
 			}
-			s.cur[k].v.Store(s.stateAt(cw))
+			s.cur.c[k].v.Store(s.stateAt(cw))
 		}
 	}
 	return s, nil
@@ -234,8 +248,8 @@ func (s *wrrSched) Pick(f *Flow) int {
 	}
 	n := uint64(len(s.seq))
 	c := advance(cur, n)
-	if !s.thresh {
-		return int(s.idx[s.seq[c]])
+	if !s.thresh && c < uint64(len(s.seqIdx)) {
+		return int(s.seqIdx[c])
 	}
 	// Walking the sequence and skipping overloaded servers is what IPVS's
 	// scan does; it gives up after one full cycle.

@@ -107,12 +107,34 @@
 //
 // rr and wrr keep one cursor per Flow.Shard (the worker's index) so that
 // workers never write the same cache line; each shard follows IPVS's order
-// on its own, and one shard gives exactly IPVS's sequence. lblc and lblcr
-// keep their cache in fixed-size arrays of entries updated with a per-entry
-// sequence number (a writer that finds an entry busy skips caching, a reader
-// that sees it change treats it as a miss); time for their expiry is a
-// one-second coarse clock. twos draws its random numbers from the
+// on its own, and one shard gives exactly IPVS's sequence. Nor may a
+// worker read a line another writes on every pick: the cursors sit behind
+// a padding block because Go checks the pointer to them for nil by
+// loading their first byte, which was shard 0's cursor; every other
+// shard's pick then read the line shard 0 wrote, and rr and wrr made
+// picks at 0.6 times one worker's rate with two workers
+// (BenchmarkPickScaling shows it). twos draws its random numbers from the
 // runtime's per-thread generator.
+//
+// lblc and lblcr keep their cache in fixed-size arrays of entries updated
+// with a per-entry sequence number (a writer that finds an entry busy
+// skips caching, a reader that sees it change treats it as a miss; an
+// entry that already says what a pick decided is not written again);
+// time for their expiry is a one-second coarse clock. So the only writes
+// a pick makes to memory another worker uses are the lblc/lblcr cache
+// updates IPVS makes too, and count changes reaching a least-connection
+// index.
+//
+// # Cost
+//
+// BenchmarkPick (bench_test.go) measures every scheduler at 2 to 4096
+// servers. At 256 servers, one worker on the CI VM (best of several runs;
+// the host's load can double any of them): 6-15 ns a pick for rr, wrr,
+// dh, sh, fo, ovf, lc, wlc, sed, nq and mh, about 15 for lblc, 20 for
+// lblcr and twos, of which about 6 ns is the benchmark's own loop. lblc
+// and lblcr fetch a line of their table for each pick, rr and wrr make
+// one locked add. BenchmarkPickScaling (scaling_test.go) shows two
+// workers picking at about twice one worker's rate for every scheduler.
 package scheduler
 
 import "sync/atomic"

@@ -39,7 +39,8 @@ test:
 # and end to end against the baselines, measured in the same run (root).
 bench: deps build
 	$(GO) test -run '^$$' -bench 'DREstablished|DRNewFlow|TUNEstablished|NATEstablished|Parse|ConnLookup$$' -benchmem -benchtime 200ms ./dataplane/
-	$(GO) test -run '^$$' -bench 'Pick/.*/n=256/|MaglevBuild' -benchmem -benchtime 100ms ./scheduler/
+	$(GO) test -run '^$$' -bench 'Pick/.*/n=256/|MaglevBuild' -cpu 1 -benchmem -benchtime 100ms ./scheduler/
+	$(GO) test -run '^$$' -bench 'PickScaling' -benchtime 200ms -count 3 ./scheduler/
 	$(GO) run ./bench/cmd/xvs-bench run --quick
 
 lint:

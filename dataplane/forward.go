@@ -178,7 +178,11 @@ func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 	for i := range pk {
 		b := &pk[i]
 		p, k := &sc.p[i], &sc.k[i]
-		sc.r[i] = f.parse(b.buf[b.off:b.off+b.n:b.off+b.n], p, k)
+		if parseFastV4(b.buf[b.off:b.off+b.n:b.off+b.n], p, k) {
+			sc.r[i] = DropNone
+		} else {
+			sc.r[i] = parseKey(b.buf[b.off:b.off+b.n:b.off+b.n], p, k)
+		}
 		if sc.r[i] != DropNone || (p.Proto != ProtoTCP && p.Proto != ProtoUDP) {
 			continue
 		}
@@ -212,6 +216,17 @@ func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 		if sc.r[i] != DropNone {
 			b.out, b.r = txOut{}, sc.r[i]
 			continue
+		}
+		// The common packet, an established DR flow's, without the calls
+		// of the general path: probe the slot the prefetch pass found.
+		if s := int(sc.slot[i]); s >= 0 && snap != nil && !snap.isNATReal(sc.k[i].c0, sc.k[i].c1) {
+			p := &sc.p[i]
+			if j, c, id, found := t.probe(s, &sc.k[i], now); found && j >= 0 && f.unchanged(p, c, now) && int(id) < len(snap.fast) {
+				if fd := snap.fast[id]; fd.flags&fastDR != 0 && int(fd.port) < len(f.ports) {
+					b.out, b.r = f.fastDR(b.buf[b.off:b.off+b.n:b.off+b.n], b.off, p, fd, id)
+					continue
+				}
+			}
 		}
 		f.hint = int(sc.slot[i])
 		b.out, b.r = f.processParsed(b.buf, b.off, b.n, &sc.p[i], &sc.k[i], sc.h[i], snap, now)
@@ -314,15 +329,7 @@ func (f *forwarder) forward(buf []byte, off, n int, p *Packet, k *connKey, h uin
 		// Most packets: an established flow whose state and expiry this
 		// packet leaves as they are. For DR nothing but the MACs changes.
 		if fd := snap.fast[id]; fd.flags&fastDR != 0 && int(fd.port) < len(f.ports) {
-			if !decTTL(frame, p) {
-				return txOut{}, DropTTL
-			}
-			copy(frame[ethDst:ethDst+6], fd.mac[:])
-			copy(frame[ethSrc:ethSrc+6], f.ports[fd.port].mac[:])
-			ps := f.pending(id)
-			ps.pkts++
-			ps.bytes += uint64(n)
-			return txOut{off: off, n: n, port: int(fd.port)}, DropNone
+			return f.fastDR(frame, off, p, fd, id)
 		} else if fd.flags&fastActive != 0 {
 			return f.emit(buf, off, n, p, k, snap.byID[id])
 		}
@@ -416,6 +423,20 @@ func (f *forwarder) emit(buf []byte, off, n int, p *Packet, k *connKey, d *Dest)
 	ps.pkts++
 	ps.bytes += uint64(n)
 	return out, DropNone
+}
+
+// fastDR forwards a packet of an established DR flow to real server fd
+// (dest ID id) that leaves its conn entry unchanged: TTL, MACs, counts.
+func (f *forwarder) fastDR(frame []byte, off int, p *Packet, fd destFast, id uint16) (txOut, DropReason) {
+	if !decTTL(frame, p) {
+		return txOut{}, DropTTL
+	}
+	copy(frame[ethDst:ethDst+6], fd.mac[:])
+	copy(frame[ethSrc:ethSrc+6], f.ports[fd.port].mac[:])
+	ps := f.pending(id)
+	ps.pkts++
+	ps.bytes += uint64(len(frame))
+	return txOut{off: off, n: len(frame), port: int(fd.port)}, DropNone
 }
 
 // unchanged reports whether a packet leaves its conn entry (control word c)

@@ -264,16 +264,13 @@ func (t *ConnTable) slotFor(h uint64) (hit, free int) {
 	free = -1
 	for _, b := range [2]int{b1, b2} {
 		ctl := &t.bk[b/bucketSlots].ctl
-		if m := tagMatches(ctl, tag); m != 0 {
-			return b + bits.TrailingZeros32(m), free
-		}
-		if free < 0 {
-			var fm uint32
-			for j := range ctl {
-				fm |= ((uint32(ctlState(ctl[j].Load())) - 1) >> 31) << j
+		for j := range ctl {
+			c := ctl[j].Load()
+			if ctlTag(c) == tag {
+				return b + j, free
 			}
-			if fm != 0 {
-				free = b + bits.TrailingZeros32(fm)
+			if free < 0 && ctlState(c) == stFree {
+				free = b + j
 			}
 		}
 	}
@@ -311,8 +308,11 @@ func (t *ConnTable) destOf(i int) uint16 { return uint16(t.entp(i).load(0) >> 48
 func (t *ConnTable) scan(b int, k *connKey, tag uint16, now uint32) (int, uint64, uint16) {
 	bk := &t.bk[b/bucketSlots]
 	ctl := &bk.ctl
-	for m := tagMatches(ctl, tag); m != 0; m &= m - 1 {
-		j := bits.TrailingZeros32(m)
+	// A loop that stops at the first match, not a branchless scan of all
+	// eight words: tables run far below capacity, so a flow's entry is
+	// nearly always in its bucket's first slot or two, and this loop's
+	// branches then predict well.
+	for j := range ctl {
 		c := ctl[j].Load()
 		if ctlTag(c) != tag || ctlState(c) == stFree || ctlSeq(c)&1 != 0 {
 			continue
@@ -336,18 +336,6 @@ func (t *ConnTable) scan(b int, k *connKey, tag uint16, now uint32) (int, uint64
 	return -1, 0, 0
 }
 
-// tagMatches returns a bit per slot whose control word carries tag,
-// computed without a branch per slot (where a match sits is random, so a
-// loop that stops at it mispredicts its exit). Tags are never 0, so free
-// slots never match.
-func tagMatches(ctl *[bucketSlots]atomic.Uint64, tag uint16) uint32 {
-	var m uint32
-	for j := range ctl {
-		x := uint32(ctlTag(ctl[j].Load()) ^ tag)
-		m |= ((x - 1) >> 31) << j // x == 0
-	}
-	return m
-}
 
 // count adds delta to the count that state s of a conn to dest d is part
 // of, through ConnCounts' methods so a least-connection scheduler's index

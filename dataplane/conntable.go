@@ -336,7 +336,6 @@ func (t *ConnTable) scan(b int, k *connKey, tag uint16, now uint32) (int, uint64
 	return -1, 0, 0
 }
 
-
 // count adds delta to the count that state s of a conn to dest d is part
 // of, through ConnCounts' methods so a least-connection scheduler's index
 // follows.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -409,6 +410,21 @@ func TestErrors(t *testing.T) {
 			"t.conf:4: warning: TCP_CHECK: keyword \"misc_path\" does not apply, ignored\n"},
 		{"case warning", "virtual_server 198.18.0.1 80 {\n LB_ALGO rr\n real_server 198.18.0.2 80 {\n }\n}\n",
 			"t.conf:2: warning: keyword \"LB_ALGO\" should be written \"lb_algo\"\n"},
+		{"lvs_sync_daemon values", "global_defs {\n lvs_sync_daemon eth0 VI_1 id 300 maxlen 0 port x ttl 256 group 198.18.0.1 colour red\n}\n",
+			"t.conf:2: lvs_sync_daemon id 300: not an integer in 0..255\n" +
+				"t.conf:2: lvs_sync_daemon maxlen 0: not an integer in 1..65507\n" +
+				"t.conf:2: lvs_sync_daemon port x: not an integer in 1..65535\n" +
+				"t.conf:2: lvs_sync_daemon ttl 256: not an integer in 1..255\n" +
+				"t.conf:2: lvs_sync_daemon group 198.18.0.1: not a multicast address\n" +
+				"t.conf:2: lvs_sync_daemon: unknown option \"colour\" (id, maxlen, port, ttl, group, inst)\n" +
+				"t.conf:2: lvs_sync_daemon: unknown option \"red\" (id, maxlen, port, ttl, group, inst)\n" +
+				"t.conf:2: lvs_sync_daemon: no vrrp_instance VI_1\n"},
+		{"lvs_sync_daemon twice, missing value, long name", "global_defs {\n lvs_sync_daemon eth0 id\n lvs_sync_daemon eth1\n}\nglobal_defs {\n}\n",
+			"t.conf:2: lvs_sync_daemon id: missing value\nt.conf:3: lvs_sync_daemon: already given at t.conf:2\n"},
+		{"lvs_sync_daemon positional syncid and a legacy interface", "global_defs {\n lvs_sync_daemon averyveryverylongname0 V 7\n}\nvrrp_instance V {\n interface eth0\n virtual_router_id 9\n lvs_sync_daemon_interface eth1\n virtual_ipaddress {\n 198.18.0.1\n }\n}\n",
+			"t.conf:2: lvs_sync_daemon averyveryverylongname0: interface name too long\n" +
+				"t.conf:2: warning: lvs_sync_daemon 7: write the sync ID as \"id 7\"\n" +
+				"t.conf:4: warning: vrrp_instance V: lvs_sync_daemon_interface ignored, global_defs has lvs_sync_daemon (t.conf:2)\n"},
 		{"family mix", "virtual_server 198.18.0.1 80 {\n real_server 2001:db8::2 80 {\n }\n}\n",
 			"t.conf:2: real_server [2001:db8::2]:80: address family differs from virtual_server TCP 198.18.0.1:80 (only TUN can mix)\n"},
 	}
@@ -418,6 +434,43 @@ func TestErrors(t *testing.T) {
 			diags = append(diags, Validate(cfg)...)
 			if got := diags.String(); got != tt.want {
 				t.Errorf("diagnostics:\n%s\nwant:\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestSyncDaemon: the effective sync daemon settings from each way of
+// writing them.
+func TestSyncDaemon(t *testing.T) {
+	inst := "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n%s virtual_ipaddress {\n 198.18.0.100\n }\n}\n"
+	tests := []struct {
+		name, conf string
+		want       *LVSSyncDaemon // Pos not compared
+	}{
+		{"none", fmt.Sprintf(inst, ""), nil},
+		{"global, sync ID from the instance's vrid", "global_defs {\n lvs_sync_daemon eth1 VI_1\n}\n" + fmt.Sprintf(inst, ""),
+			&LVSSyncDaemon{Interface: "eth1", Instance: "VI_1", SyncID: 51}},
+		{"global with options", "global_defs {\n lvs_sync_daemon eth1 inst VI_1 id 0 port 9000 ttl 2 maxlen 1200 group ff02::8:81\n}\n" + fmt.Sprintf(inst, ""),
+			&LVSSyncDaemon{Interface: "eth1", Instance: "VI_1", SyncID: 0, Port: 9000, TTL: 2, MaxLen: 1200, Group: netip.MustParseAddr("ff02::8:81")}},
+		{"no instance: both roles, sync ID 0", "global_defs {\n lvs_sync_daemon eth1\n}\n",
+			&LVSSyncDaemon{Interface: "eth1"}},
+		{"legacy per-instance interface", fmt.Sprintf(inst, " lvs_sync_daemon_interface eth2\n"),
+			&LVSSyncDaemon{Interface: "eth2", Instance: "VI_1", SyncID: 51}},
+		{"global wins over legacy", "global_defs {\n lvs_sync_daemon eth1 VI_1 id 3\n}\n" + fmt.Sprintf(inst, " lvs_sync_daemon_interface eth2\n"),
+			&LVSSyncDaemon{Interface: "eth1", Instance: "VI_1", SyncID: 3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, diags := ParseBytes("t.conf", []byte(tt.conf))
+			if diags.HasErrors() {
+				t.Fatalf("diagnostics: %s", diags)
+			}
+			got := cfg.SyncDaemon()
+			if got != nil {
+				got.Pos = Pos{}
+			}
+			if (got == nil) != (tt.want == nil) || (got != nil && *got != *tt.want) {
+				t.Errorf("SyncDaemon() = %+v, want %+v", got, tt.want)
 			}
 		})
 	}
@@ -520,6 +573,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add([]byte("include k.conf\n"))
+	f.Add([]byte("global_defs { lvs_sync_daemon eth0 VI_1 7 inst X id 3 maxlen 1400 port 8848 ttl 1 group ff02::8:81 }\n"))
 	f.Add([]byte("virtual_server_group g { 198.18.0.1-9 80 fwmark 3 2001:db8::1-ff 443 }\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsys := fstest.MapFS{"k.conf": {Data: data}, "inc/x.conf": {Data: data}}

@@ -66,6 +66,9 @@ type GlobalDefs struct {
 	VRRPGNAInterval             time.Duration
 
 	LVSTimeouts LVSTimeouts
+	// LVSSyncDaemon is lvs_sync_daemon; nil when not written (see
+	// Config.SyncDaemon for the older per-instance form).
+	LVSSyncDaemon *LVSSyncDaemon
 
 	// XVSInterface (our keyword xvs_interface IFNAME) names the interface
 	// xvsd attaches to, overriding the lookup from VRRP instances, VIP
@@ -74,6 +77,25 @@ type GlobalDefs struct {
 	// XVSConnTableSize (our keyword xvs_conn_table_size N) sizes the
 	// connection table; 0 = the daemon's default.
 	XVSConnTableSize int
+}
+
+// LVSSyncDaemon is global_defs' "lvs_sync_daemon INTERFACE [VRRP_INSTANCE]
+// [id SYNC_ID] [maxlen LEN] [port PORT] [ttl TTL] [group ADDR]" (keepalived
+// 1.3+; "inst NAME" may also name the instance): the IPVS connection sync
+// daemon, master while the instance is MASTER and backup otherwise. Zero
+// values are unset: IPVS's defaults apply (group 224.0.0.81, port 8848,
+// ttl 1, maxlen from the MTU).
+type LVSSyncDaemon struct {
+	Pos       Pos
+	Interface string
+	// Instance is the VRRP instance that decides the role; "" runs master
+	// and backup at once, as keepalived does without one.
+	Instance string
+	SyncID   int // -1 = unset: the instance's virtual_router_id, or 0
+	MaxLen   int
+	Port     int
+	TTL      int
+	Group    netip.Addr
 }
 
 // LVSTimeouts is global_defs' lvs_timeouts (ipvsadm --set); zero = unset.
@@ -466,4 +488,37 @@ func (c *Config) ServerGroup(name string) *VirtualServerGroup {
 		}
 	}
 	return nil
+}
+
+// SyncDaemon returns the effective sync daemon settings, or nil when the
+// file asks for none: global_defs' lvs_sync_daemon, else the first
+// vrrp_instance with the older lvs_sync_daemon_interface (that instance
+// decides the role). An unset sync ID becomes the instance's
+// virtual_router_id, or 0 without an instance, as keepalived does.
+func (c *Config) SyncDaemon() *LVSSyncDaemon {
+	var sd LVSSyncDaemon
+	switch {
+	case c.Global.LVSSyncDaemon != nil:
+		sd = *c.Global.LVSSyncDaemon
+	default:
+		for _, vi := range c.Instances {
+			if vi.LVSSyncDaemonIf != "" {
+				sd = LVSSyncDaemon{Pos: vi.Pos, Interface: vi.LVSSyncDaemonIf, Instance: vi.Name, SyncID: -1}
+				break
+			}
+		}
+		if sd.Interface == "" {
+			return nil
+		}
+	}
+	if sd.SyncID < 0 {
+		sd.SyncID = 0
+		for _, vi := range c.Instances {
+			if vi.Name == sd.Instance {
+				sd.SyncID = vi.VirtualRouterID
+				break
+			}
+		}
+	}
+	return &sd
 }

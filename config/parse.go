@@ -377,6 +377,12 @@ func (c *conv) global(b *node) {
 			gd.VRRPGNAInterval, _ = c.secondsArg(n, 0, true)
 		case "lvs_timeouts":
 			c.lvsTimeouts(n, &gd.LVSTimeouts)
+		case "lvs_sync_daemon":
+			if gd.LVSSyncDaemon != nil {
+				c.errorf(n.pos, "lvs_sync_daemon: already given at %s", gd.LVSSyncDaemon.Pos)
+				return
+			}
+			gd.LVSSyncDaemon = c.lvsSyncDaemon(n)
 		case "xvs_interface":
 			gd.XVSInterface = n.arg(0)
 		case "xvs_conn_table_size":
@@ -408,6 +414,85 @@ func (c *conv) lvsTimeouts(n *node, t *LVSTimeouts) {
 			c.errorf(n.pos, "lvs_timeouts: unknown timeout %q (tcp, tcpfin, udp)", n.arg(i))
 		}
 	}
+}
+
+// lvsSyncDaemon reads "lvs_sync_daemon IF [INSTANCE] [id N] [maxlen N]
+// [port N] [ttl N] [group ADDR] [inst INSTANCE]" as keepalived 2.x does:
+// the second word, if not an option, is the instance; a bare number after
+// it is the old positional syncid.
+func (c *conv) lvsSyncDaemon(n *node) *LVSSyncDaemon {
+	sd := &LVSSyncDaemon{Pos: n.pos, Interface: n.arg(0), SyncID: -1}
+	if len(sd.Interface) >= 16 { // IFNAMSIZ, with its NUL
+		c.errorf(n.pos, "lvs_sync_daemon %s: interface name too long", sd.Interface)
+	}
+	for i := 1; i < len(n.args); i++ {
+		opt := n.arg(i)
+		value := func() (string, bool) {
+			if i+1 >= len(n.args) {
+				c.errorf(n.pos, "lvs_sync_daemon %s: missing value", opt)
+				return "", false
+			}
+			i++
+			return n.arg(i), true
+		}
+		num := func(dst *int, lo, hi int) {
+			s, ok := value()
+			if !ok {
+				return
+			}
+			v, err := strconv.Atoi(s)
+			if err != nil || v < lo || v > hi {
+				c.errorf(n.pos, "lvs_sync_daemon %s %s: not an integer in %d..%d", opt, s, lo, hi)
+				return
+			}
+			*dst = v
+		}
+		switch opt {
+		case "inst":
+			if s, ok := value(); ok {
+				if sd.Instance != "" {
+					c.errorf(n.pos, "lvs_sync_daemon inst %s: the instance is already %s", s, sd.Instance)
+				} else {
+					sd.Instance = s
+				}
+			}
+		case "id":
+			num(&sd.SyncID, 0, 255)
+		case "maxlen":
+			num(&sd.MaxLen, 1, 65535-20-8)
+		case "port":
+			num(&sd.Port, 1, 65535)
+		case "ttl":
+			num(&sd.TTL, 1, 255)
+		case "group":
+			s, ok := value()
+			if !ok {
+				break
+			}
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Zone() != "" || !a.IsMulticast() {
+				c.errorf(n.pos, "lvs_sync_daemon group %s: not a multicast address", s)
+				break
+			}
+			sd.Group = a
+		default:
+			switch {
+			case i == 1:
+				sd.Instance = opt
+			case i == 2 && opt != "" && opt[0] >= '0' && opt[0] <= '9':
+				v, err := strconv.Atoi(opt)
+				if err != nil || v < 0 || v > 255 {
+					c.errorf(n.pos, "lvs_sync_daemon syncid %s: not an integer in 0..255", opt)
+					continue
+				}
+				c.warnf(n.pos, "lvs_sync_daemon %s: write the sync ID as \"id %s\"", opt, opt)
+				sd.SyncID = v
+			default:
+				c.errorf(n.pos, "lvs_sync_daemon: unknown option %q (id, maxlen, port, ttl, group, inst)", opt)
+			}
+		}
+	}
+	return sd
 }
 
 // ipList reads virtual_ipaddress-style items.

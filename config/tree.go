@@ -102,7 +102,7 @@ func init() {
 			kw("vrrp_garp_master_refresh", 1, 1), kw("vrrp_garp_master_refresh_repeat", 1, 1),
 			kw("vrrp_garp_lower_prio_delay", 1, 1), kw("vrrp_garp_lower_prio_repeat", 1, 1),
 			kw("vrrp_garp_interval", 1, 1), kw("vrrp_gna_interval", 1, 1),
-			kw("lvs_timeouts", 2, 6),
+			kw("lvs_timeouts", 2, 6), kw("lvs_sync_daemon", 1, restOfLine),
 			kw("xvs_interface", 1, 1), kw("xvs_conn_table_size", 1, 1),
 		),
 		"script": g(

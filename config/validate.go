@@ -64,6 +64,16 @@ func Validate(cfg *Config) Diagnostics {
 			vipOwner[a] = vi
 		}
 	}
+	if sd := cfg.Global.LVSSyncDaemon; sd != nil {
+		if _, ok := instances[sd.Instance]; sd.Instance != "" && !ok {
+			ds.errorf(sd.Pos, "lvs_sync_daemon: no vrrp_instance %s", sd.Instance)
+		}
+		for _, vi := range cfg.Instances {
+			if vi.LVSSyncDaemonIf != "" {
+				ds.warnf(vi.Pos, "vrrp_instance %s: lvs_sync_daemon_interface ignored, global_defs has lvs_sync_daemon (%s)", vi.Name, sd.Pos)
+			}
+		}
+	}
 	inGroup := map[string]string{}
 	for _, sg := range cfg.SyncGroups {
 		if len(sg.Group) == 0 {

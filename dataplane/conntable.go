@@ -382,7 +382,13 @@ func (t *ConnTable) reap(i int, c uint64) bool {
 // most about once a second per flow when only the expiry moves). Losing a
 // race to another worker is harmless: that worker applied its own packet.
 func (t *ConnTable) touch(i int, c uint64, d uint16, ns uint8, now uint32) bool {
-	exp := now + t.timeout(ns)
+	return t.set(i, c, d, ns, now+t.timeout(ns))
+}
+
+// set moves the entry at slot i (control word c, dest d) to state ns
+// expiring at exp, keeping d's counts exact; false if nothing changed or
+// another writer changed the slot first.
+func (t *ConnTable) set(i int, c uint64, d uint16, ns uint8, exp uint32) bool {
 	if ns == ctlState(c) && exp == ctlExpiry(c) {
 		return false
 	}

@@ -263,9 +263,13 @@ func (dp *Dataplane) publishLocked(cfgs []ServiceConfig) error {
 		}
 	}
 	for _, svc := range s.list {
-		if svc.Active {
-			keys = append(keys, bpf.ServiceKey{Addr: svc.Key.Addr, Proto: svc.Key.Proto, Port: svc.Key.Port})
-		}
+		// Inactive services (VRRP BACKUP) are claimed too, and their
+		// packets dropped as inactive: at a takeover VRRP adds the VIP to
+		// the interface before this director's services turn active, and
+		// unclaimed packets in that window would reach the kernel, which
+		// now owns the VIP, has no socket for it, and resets the client's
+		// connection. Dropped, they are retransmitted.
+		keys = append(keys, bpf.ServiceKey{Addr: svc.Key.Addr, Proto: svc.Key.Proto, Port: svc.Key.Port})
 		if svc.Method != NAT {
 			continue
 		}

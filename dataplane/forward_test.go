@@ -575,3 +575,95 @@ func TestForwardTTL(t *testing.T) {
 		}
 	}
 }
+
+// TestImportConnUpdates: importing an entry the backup already has takes
+// the new state, expiry and real server, with the counts following; a NAT
+// flow's reply index follows its real server.
+func TestImportConnUpdates(t *testing.T) {
+	p := newTestPlane(t, 1024)
+	p.hops = hopsOnPort1(0)
+	p.publish(drService("rr", 1, 1), natService(vip4, ProtoUDP, 53, 5353, rip1, rip2))
+	dr := p.snap.Services()[0]
+	rs1ID, rs2ID := dr.dests[0].ID, dr.dests[1].ID
+	e := ConnEntry{
+		ConnInfo: ConnInfo{Proto: ProtoTCP, Client: netip.AddrPortFrom(client4, 4000), Virtual: netip.AddrPortFrom(vip4, 80),
+			State: StateSynRecv, Expires: 60 * time.Second},
+		Dest: netip.AddrPortFrom(rs1, 80),
+	}
+	state := func() (uint16, uint8, time.Duration) {
+		var id uint16
+		var st uint8
+		var exp time.Duration
+		n := 0
+		p.table.Conns(func(ci ConnInfo) bool {
+			if ci.Client == e.Client && ci.Proto == ProtoTCP {
+				id, st, exp = ci.DestID, ci.State, ci.Expires
+				n++
+			}
+			return true
+		})
+		if n != 1 {
+			t.Fatalf("%d entries for the flow, want 1", n)
+		}
+		return id, st, exp
+	}
+	for _, step := range []struct {
+		state uint8
+		exp   time.Duration
+		dest  netip.AddrPort
+	}{
+		{StateSynRecv, 60 * time.Second, netip.AddrPortFrom(rs1, 80)},
+		{StateEstablished, 900 * time.Second, netip.AddrPortFrom(rs1, 80)},
+		{StateEstablished, 300 * time.Second, netip.AddrPortFrom(rs2, 80)},
+	} {
+		e.State, e.Expires, e.Dest = step.state, step.exp, step.dest
+		if err := importConn(p.snap, p.table, e); err != nil {
+			t.Fatal(err)
+		}
+		id, st, exp := state()
+		want := rs1ID
+		if step.dest.Addr() == rs2 {
+			want = rs2ID
+		}
+		if id != want || st != step.state || exp < step.exp-2*time.Second || exp > step.exp {
+			t.Fatalf("after import of %s/%v to %v: dest %d state %s expires %v", StateName(step.state), step.exp, step.dest, id, StateName(st), exp)
+		}
+	}
+	c1, c2 := p.table.Counts(rs1ID), p.table.Counts(rs2ID)
+	if c1.Active.Load() != 0 || c1.Inactive.Load() != 0 || c2.Active.Load() != 1 || c2.Inactive.Load() != 0 {
+		t.Fatalf("counts rs1 %d/%d rs2 %d/%d, want 0/0 and 1/0", c1.Active.Load(), c1.Inactive.Load(), c2.Active.Load(), c2.Inactive.Load())
+	}
+	// NAT: the reply index moves with the real server.
+	n := ConnEntry{
+		ConnInfo: ConnInfo{Proto: ProtoUDP, Client: netip.AddrPortFrom(client4, 4001), Virtual: netip.AddrPortFrom(vip4, 53),
+			State: StateUDP, Expires: 300 * time.Second},
+		Dest: netip.AddrPortFrom(rip1, 5353),
+	}
+	for _, real := range []netip.Addr{rip1, rip2} {
+		n.Dest = netip.AddrPortFrom(real, 5353)
+		if err := importConn(p.snap, p.table, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := buildFrame(t, frameSpec{src: client4, dst: vip4, proto: ProtoUDP, sport: 4001, dport: 53, payload: 8})
+	p.f.processAt(req, 0, len(req), p.snap, p.table.Now()) // teaches the client's next hop
+	for _, tc := range []struct {
+		real netip.Addr
+		want DropReason
+	}{{rip2, DropNone}, {rip1, DropNoService}} {
+		rep := natReplyFrame(t, frameSpec{src: tc.real, dst: client4, proto: ProtoUDP, sport: 5353, dport: 4001, payload: 8})
+		if _, r := p.f1.processAt(rep, 0, len(rep), p.snap, p.table.Now()); r != tc.want {
+			t.Errorf("reply from %s: %v, want %v", tc.real, r, tc.want)
+		}
+	}
+	var outs int
+	for i := range p.table.Slots() {
+		c := p.table.ctlw(i).Load()
+		if ctlState(c) == stNATOut {
+			outs++
+		}
+	}
+	if outs != 1 {
+		t.Errorf("%d NAT reply index entries, want 1", outs)
+	}
+}

@@ -14,7 +14,8 @@ var ErrUnknownDest = errors.New("unknown service or real server")
 // director (the sync daemon's backup side), so that a takeover keeps
 // established connections. Dest IDs are per director: the entry's real
 // server is found by address in this director's current snapshot. An entry
-// that already exists is left alone.
+// that already exists takes the imported state, expiry and real server (a
+// master re-sends its conns as they change and to keep them alive).
 func (dp *Dataplane) ImportConn(e ConnEntry) error {
 	return importConn(dp.snap.Load(), dp.table, e)
 }
@@ -48,17 +49,42 @@ func importConn(snap *Snapshot, t *ConnTable, e ConnEntry) error {
 	v0, v1 := addrWords(e.Virtual.Addr())
 	k := makeKey(e.Proto, kind, c0, c1, e.Client.Port(), v0, v1, e.Virtual.Port())
 	now := t.Now()
-	if i, _, _ := t.lookup(&k, now); i >= 0 {
-		return nil
-	}
 	ttl := durSeconds(e.Expires)
-	if !t.insert(&k, d.ID, e.State, now+ttl, now) {
+	exp := now + ttl
+	placed := false
+	if i, c, id := t.lookup(&k, now); i >= 0 {
+		// Known already: take the master's word for state, expiry and
+		// real server, as IPVS's backup does with each sync message.
+		if id == d.ID {
+			t.set(i, c, id, e.State, exp)
+			placed = true
+		} else {
+			t.reap(i, c)
+			// A NAT flow's reply index names its real server: the
+			// old one's goes with it.
+			if od := snap.DestByID(id); od != nil && od.svc.Method == NAT && !e.Template {
+				ok := natOutKey(e.Proto, c0, c1, e.Client.Port(), od, natPort(od, e.Virtual.Port()))
+				if oi, oc, _ := t.lookup(&ok, now); oi >= 0 {
+					t.reap(oi, oc)
+				}
+			}
+		}
+	}
+	if !placed && !t.insert(&k, d.ID, e.State, exp, now) {
 		return fmt.Errorf("import conn %v→%v: conn table full", e.Client, e.Virtual)
 	}
 	if svc.Method == NAT && !e.Template {
 		// The reply index, so that the real server's replies find the flow.
 		rk := natOutKey(e.Proto, c0, c1, e.Client.Port(), d, natPort(d, e.Virtual.Port()))
-		if !t.insert(&rk, d.ID, stNATOut, now+ttl, now) {
+		indexed := false
+		if i, c, id := t.lookup(&rk, now); i >= 0 {
+			if indexed = id == d.ID; indexed {
+				t.set(i, c, id, stNATOut, exp)
+			} else {
+				t.reap(i, c)
+			}
+		}
+		if !indexed && !t.insert(&rk, d.ID, stNATOut, exp, now) {
 			return fmt.Errorf("import conn %v→%v: conn table full", e.Client, e.Virtual)
 		}
 	}

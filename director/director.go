@@ -63,6 +63,7 @@ type Director struct {
 	// real server's MAC was not resolved yet) and runs as a TCP_CHECK.
 	viaPending bool
 	counters   counters
+	sync       syncDaemon // lvs_sync_daemon (sync.go)
 	tableSize  int
 	ifaces     []string
 
@@ -164,6 +165,7 @@ func Start(opts Options) (*Director, error) {
 
 	d.mu.Lock()
 	err = d.publishLocked()
+	d.syncStartLocked()
 	d.mu.Unlock()
 	if err != nil {
 		return fail(err)
@@ -235,6 +237,7 @@ func (d *Director) onVRRPState(instance string, s vrrp.State) {
 	defer d.mu.Unlock()
 	d.vrrpStates[instance] = s
 	d.requestPublish()
+	d.syncStateLocked(instance, s)
 	if d.pool != nil {
 		// ha_suspend: checkers of services whose VIP this director does not
 		// hold pause; the pool applies it per service.
@@ -332,6 +335,7 @@ func (d *Director) Reload() error {
 		}
 	}
 	d.cfg, d.table = cfg, t
+	d.syncStartLocked()
 	if err := d.publishLocked(); err != nil {
 		d.log.Error("reload: publish", "err", err)
 		return err
@@ -359,6 +363,7 @@ func (d *Director) Close() error {
 }
 
 func (d *Director) shutdown() {
+	d.stopSync()
 	if d.speaker != nil {
 		d.speaker.Stop()
 	}

@@ -49,7 +49,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range d.vrrpStates {
 		states[k] = v
 	}
+	syncOn, syncMaster, syncBackup := d.sync.cfg != nil, d.sync.master != nil, d.sync.backup != nil
 	d.mu.Unlock()
+	if syncOn {
+		collectSync(ch, &d.sync.ctr, syncMaster, syncBackup)
+	}
 	for name, st := range states {
 		ch <- prometheus.MustNewConstMetric(descVRRP, prometheus.GaugeValue, float64(vrrpStateValue(st)), name)
 	}

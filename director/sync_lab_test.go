@@ -1,0 +1,188 @@
+package director_test
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xvs-lb/xvs/internal/labserver"
+	"github.com/xvs-lb/xvs/internal/netlab"
+)
+
+// syncConf is a director of a VRRP pair that syncs its conn table
+// (keepalived's lvs_sync_daemon), a DR service with rr over two real
+// servers.
+const syncConf = `global_defs {
+   router_id %s
+   lvs_sync_daemon eth0 VI_1 id 51
+}
+
+vrrp_instance VI_1 {
+    state %s
+    interface eth0
+    virtual_router_id 51
+    priority %d
+    advert_int 1
+    virtual_ipaddress {
+        198.18.0.100/32
+    }
+}
+
+virtual_server 198.18.0.100 80 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind DR
+    protocol TCP
+    real_server 198.18.0.11 80 {
+        weight 1
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+    real_server 198.18.0.12 80 {
+        weight 1
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+}
+`
+
+// TestXVSDSyncFailover: two xvsd directors, VRRP MASTER and BACKUP, with
+// lvs_sync_daemon. Long-lived connections opened through the MASTER are
+// synced to the BACKUP; the MASTER stops; after the BACKUP takes over every
+// connection still works and still reaches the same real server. Without
+// sync the new MASTER would drop their segments (no SYN, no conn entry).
+func TestXVSDSyncFailover(t *testing.T) {
+	topo := netlab.Standard(t)
+	client := topo.Client
+	for name, h := range map[string]*netlab.Host{"rs1": topo.RS1, "rs2": topo.RS2} {
+		netlab.RealServerDR(t, h, netlab.VIP)
+		labserver.Start(t, h, name, 80, netip.AddrPort{})
+	}
+	dir := t.TempDir()
+	type director struct {
+		h    *netlab.Host
+		proc *netlab.Proc
+		sock string
+	}
+	start := func(h *netlab.Host, name, state string, prio int, metrics bool) *director {
+		conf := filepath.Join(dir, name+".conf")
+		writeConf(t, conf, fmt.Sprintf(syncConf, name, state, prio))
+		sock := filepath.Join(dir, name+".sock")
+		args := []string{"-n", "-l", "-D", "-f", conf, "--control", sock}
+		if metrics {
+			args = append(args, "--metrics", "127.0.0.1:9105")
+		}
+		return &director{h: h, proc: h.Start(t, xvsdBin, args...), sock: sock}
+	}
+	d1 := start(topo.Dir1, "dir1", "MASTER", 150, false)
+	d2 := start(topo.Dir2, "dir2", "BACKUP", 100, true)
+	holdsVIP := func(d *director) bool {
+		out, err := d.h.Output("ip", "-4", "addr", "show", "dev", "eth0")
+		return err == nil && strings.Contains(out, netlab.VIP.String()+"/32")
+	}
+	established := regexp.MustCompile(`(?m)^TCP .*ESTABLISHED\s+` + regexp.QuoteMeta(netlab.ClientAddr.String()) + `:\d+\s+` + regexp.QuoteMeta(vipHTTP.String()))
+	conns := func(d *director) int {
+		out, err := d.h.Output(xvsadmBin, "--control", d.sock, "-Lnc")
+		if err != nil {
+			return -1
+		}
+		return len(established.FindAllString(out, -1))
+	}
+
+	bothReals := func(d *director) bool {
+		out, err := d.h.Output(xvsadmBin, "--control", d.sock, "-Ln")
+		return err == nil && strings.Contains(out, "198.18.0.11:80") && strings.Contains(out, "198.18.0.12:80")
+	}
+	waitFor(t, 30*time.Second, "dir1 to become MASTER and serve the VIP", func() bool {
+		if !holdsVIP(d1) || holdsVIP(d2) || !bothReals(d1) || !bothReals(d2) {
+			return false
+		}
+		_, err := labserver.Get(client, vipHTTP, time.Second)
+		return err == nil
+	}, d1.proc)
+
+	// Long-lived connections through the MASTER; rr puts half on each.
+	const n = 6
+	kept := make([]*labserver.Conn, n)
+	first := make([]string, n)
+	perServer := map[string]int{}
+	for i := range kept {
+		c, err := labserver.Dial(client, vipHTTP, 5*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if first[i], err = c.Get(5 * time.Second); err != nil {
+			t.Fatalf("request on connection %d: %v", i, err)
+		}
+		kept[i] = c
+		perServer[first[i]]++
+	}
+	if perServer["rs1"] != n/2 || perServer["rs2"] != n/2 {
+		t.Fatalf("%d connections went %v, want %d on each real server (rr)", n, perServer, n/2)
+	}
+
+	// The BACKUP learns them from the MASTER's sync daemon.
+	waitFor(t, 30*time.Second, fmt.Sprintf("dir2 to list the %d established connections", n), func() bool {
+		return conns(d2) >= n
+	}, d2.proc)
+
+	// The MASTER fails; the BACKUP takes the VIP over.
+	d1.proc.Stop()
+	// Serving: VIP on dir2 and its dataplane forwarding. The kept
+	// connections stay idle meanwhile: a segment that reached dir2 between
+	// the VIP's arrival and its dataplane going active would meet dir2's
+	// own kernel, which resets it (a director matter, not sync's).
+	waitFor(t, 30*time.Second, "dir2 to take the VIP over and serve it", func() bool {
+		if !holdsVIP(d2) {
+			return false
+		}
+		_, err := labserver.Get(client, vipHTTP, time.Second)
+		return err == nil
+	}, d2.proc)
+
+	for i, c := range kept {
+		// Generous: segments sent during the takeover are retransmitted
+		// by TCP, with backoff.
+		got, err := c.Get(20 * time.Second)
+		if err != nil {
+			t.Errorf("connection %d (on %s) broke after the failover: %v\ndir2 log:\n%s", i, first[i], err, d2.proc.Log())
+			continue
+		}
+		if got != first[i] {
+			t.Errorf("connection %d moved from %s to %s", i, first[i], got)
+		}
+	}
+	if got := labserver.Tally(client, vipHTTP, 4, 5*time.Second); got[""] != 0 {
+		t.Errorf("new connections through dir2 after the failover: %v", got)
+	}
+
+	// dir2's metrics show what its backup role imported.
+	body, err := d2.h.Output("curl", "-sf", "--max-time", "5", "http://127.0.0.1:9105/metrics")
+	if err != nil {
+		t.Fatalf("scrape dir2: %v", err)
+	}
+	m := map[string]float64{}
+	for line := range strings.Lines(body) {
+		if f := strings.Fields(line); len(f) == 2 && !strings.HasPrefix(line, "#") {
+			m[f[0]], _ = strconv.ParseFloat(f[1], 64)
+		}
+	}
+	if v := m["xvs_sync_imported_conns_total"]; v < n {
+		t.Errorf("xvs_sync_imported_conns_total = %v, want at least %d", v, n)
+	}
+	if v := m[`xvs_sync_errors_total{kind="malformed"}`]; v != 0 {
+		t.Errorf("malformed sync messages: %v", v)
+	}
+	if m[`xvs_sync_role{role="master"}`] != 1 || m[`xvs_sync_role{role="backup"}`] != 0 {
+		t.Errorf("dir2 sync roles after the takeover: master %v backup %v, want master only",
+			m[`xvs_sync_role{role="master"}`], m[`xvs_sync_role{role="backup"}`])
+	}
+}

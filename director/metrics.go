@@ -32,6 +32,7 @@ var (
 	descDrops       = prometheus.NewDesc("xvs_dataplane_drops_total", "Packets the dataplane dropped, by reason.", []string{"interface", "queue", "reason"}, nil)
 	descRX          = prometheus.NewDesc("xvs_dataplane_rx_packets_total", "Packets received on an AF_XDP socket.", []string{"interface", "queue"}, nil)
 	descTX          = prometheus.NewDesc("xvs_dataplane_tx_packets_total", "Packets transmitted on an AF_XDP socket.", []string{"interface", "queue"}, nil)
+	descXSKDrops    = prometheus.NewDesc("xvs_xsk_rx_drops_total", "Packets the kernel dropped on their way into an AF_XDP socket (XDP_STATISTICS): ring_full, the RX ring was full (the worker fell behind); dropped, no free frame (fill ring empty) or another reason.", []string{"interface", "queue", "reason"}, nil)
 	descBatch       = prometheus.NewDesc("xvs_dataplane_batches_total", "Receive batches by size bucket (not cumulative; size_max is the bucket's upper bound).", []string{"interface", "queue", "size_max"}, nil)
 	descXDP         = prometheus.NewDesc("xvs_xdp_packets_total", "Director XDP program verdicts.", []string{"verdict"}, nil)
 	descTableSlots  = prometheus.NewDesc("xvs_conn_table_slots", "Conn table capacity.", nil, nil)
@@ -104,6 +105,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			counter(descDrops, v, q.Interface, ql[1], dataplane.DropReason(r).String())
 		}
+		counter(descXSKDrops, q.KernelRXRingFull, q.Interface, ql[1], "ring_full")
+		counter(descXSKDrops, q.KernelRXDropped, q.Interface, ql[1], "dropped")
 		for i, v := range q.Batches {
 			le := "+Inf"
 			if i < len(dataplane.BatchBuckets) {

@@ -141,6 +141,24 @@ func demo(s *netlab.Script) error {
 	step("dir1: xvsadm -Ln --stats")
 	fmt.Print(admin(topo.Dir1, "dir1", "-Ln", "--stats"))
 
+	step("Client: 4 keep-alive connections opened through dir1, which syncs them to dir2 (lvs_sync_daemon)")
+	var kept []*labserver.Conn
+	var keptOn []string
+	for i := range 4 {
+		c, err := labserver.Dial(topo.Client, vip, 2*time.Second)
+		if err != nil {
+			return fmt.Errorf("keep-alive connection %d: %w", i+1, err)
+		}
+		defer c.Close()
+		name, err := c.Get(2 * time.Second)
+		if err != nil {
+			return fmt.Errorf("keep-alive connection %d: %w", i+1, err)
+		}
+		kept, keptOn = append(kept, c), append(keptOn, name)
+		fmt.Printf("  connection %d -> %s\n", i+1, name)
+	}
+	time.Sleep(1500 * time.Millisecond) // a sync walk runs every 500 ms
+
 	step("Failover: stopping xvsd on dir1 (SIGTERM: it sends a priority-0 advert and removes the VIP)")
 	start := time.Now()
 	procs["dir1"].Stop()
@@ -158,6 +176,19 @@ func demo(s *netlab.Script) error {
 		if strings.Contains(line, "MASTER") || strings.Contains(line, "BACKUP") {
 			fmt.Print("  " + line)
 		}
+	}
+
+	step("Client: the 4 keep-alive connections again, now through dir2 (same real server each, thanks to the synced conn table)")
+	for i, c := range kept {
+		name, err := c.Get(3 * time.Second)
+		if err != nil {
+			name = "FAILED: " + err.Error()
+		}
+		same := "same real server"
+		if name != keptOn[i] {
+			same = "NOT the real server it had (" + keptOn[i] + ")"
+		}
+		fmt.Printf("  connection %d -> %s: %s\n", i+1, name, same)
 	}
 
 	step("Client: 12 more requests, now through dir2")

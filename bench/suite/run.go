@@ -380,10 +380,11 @@ func runPacket(ctx context.Context, tb netlab.TB, o Options, rep *Report) error 
 			err = fmt.Errorf("two generators need 2 CPUs: %w", ErrNotAvailable)
 		}
 		var pl *PacketLab
+		var env Env
 		if err == nil {
 			fmt.Fprintf(o.Log, "packet: %s: starting\n", seat.name)
 			if pl, err = NewPacketLabQueues(tb, RealsPerService, o.Place, seat.queues); err == nil {
-				env := pl.Env(tb, sets[0].vips, sets[0].port)
+				env = pl.Env(tb, sets[0].vips, sets[0].port)
 				if seat.twoGens {
 					// Queue-scaling rows: the DUT may run anywhere, on
 					// one queue as on two; only the queues differ.
@@ -473,6 +474,17 @@ func runPacket(ctx context.Context, tb netlab.TB, o Options, rep *Report) error 
 			if c := rep.cell(seat.name, sets[0].size); c != nil && len(c.Samples) > 0 {
 				lo, _, _ := c.Mpps()
 				rate = max(lo*1e6/4, 1e4)
+			}
+			// From a fresh start, as the scheduler's prediction is: the
+			// timed runs leave conn entries behind (flows cut mid-way, some
+			// ESTABLISHED, which a least-connection scheduler weighs 256
+			// times a new one), and whichever the last run left would skew
+			// the shares by up to a third.
+			if err = f.Stop(); err == nil {
+				err = pl.Start(f, env)
+			}
+			if err != nil {
+				return fmt.Errorf("share run: restart %s: %w", seat.name, err)
 			}
 			sr := pl.runShare(ctx, shareRep, f, seat.sched, shareTr, rate)
 			if sr.Err == nil {

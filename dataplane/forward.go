@@ -219,6 +219,9 @@ func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 		}
 		// The common packet, an established DR flow's, without the calls
 		// of the general path: probe the slot the prefetch pass found.
+		// (forward's first lines again, on purpose: routing this through
+		// a shared helper with forward's arguments measured 6-10 ns a
+		// packet more. forward then tries the same slot through f.hint.)
 		if s := int(sc.slot[i]); s >= 0 && snap != nil && !snap.isNATReal(sc.k[i].c0, sc.k[i].c1) {
 			p := &sc.p[i]
 			if j, c, id, found := t.probe(s, &sc.k[i], now); found && j >= 0 && f.unchanged(p, c, now) && int(id) < len(snap.fast) {

@@ -88,6 +88,8 @@ func (s *wlcSched) Rebuild(dests []Dest) (Scheduler, error) {
 	return build(s.name, s.opts, dests, s)
 }
 
+// Pick is wlcPick written out: wlcPick is too big for the inliner, and the
+// call is a tenth of a pick.
 func (s *wlcSched) Pick(f *Flow) int {
 	if p, ok := s.ix.pick(f); ok {
 		return s.pos(p)

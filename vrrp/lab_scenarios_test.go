@@ -116,7 +116,12 @@ func runPair(t *testing.T, l *vrrpLab, kindM, kindB string, v int, adv time.Dura
 	defer b.stop(t)
 	defer m.stop(t)
 	conv := l.mon.waitOnly(t, 0, t0, mdi(150, adv)+5*time.Second)
-	l.probe.firstReplyAfter(t, conv, 5*time.Second)
+	// Both start at once, so both may become MASTER for a moment and both
+	// announce the VIP. The client ignores a second ARP update within its
+	// neighbour locktime (1 s), so it may keep the loser's MAC until the
+	// winner's second round after vrrp_garp_master_delay (5 s): the
+	// reason that round exists. Wait past it.
+	l.probe.firstReplyAfter(t, conv, 10*time.Second)
 	time.Sleep(2 * adv)
 	if both := l.mon.maxBoth(t0, time.Now()); both > adv+slack {
 		t.Errorf("%s: both directors held the VIP for %v after start", res.pair, both)

@@ -38,7 +38,7 @@ test:
 # Microbenchmarks of the per-packet paths and schedulers, then packet replay
 # and end to end against the baselines, measured in the same run (root).
 bench: deps build
-	$(GO) test -pgo=$(CURDIR)/cmd/xvsd/default.pgo -run '^$$' -bench 'DREstablished|DRNewFlow|TUNEstablished|NATEstablished|Parse|ConnLookup$$' -benchmem -benchtime 200ms ./dataplane/
+	$(GO) test -pgo=$(CURDIR)/cmd/xvsd/default.pgo -run '^$$' -bench 'DREstablished|DRNewFlow|EstablishedByMethod|Parse|ConnLookup$$' -benchmem -benchtime 200ms ./dataplane/
 	$(GO) test -run '^$$' -bench 'Pick/.*/n=256/|MaglevBuild' -cpu 1 -benchmem -benchtime 100ms ./scheduler/
 	$(GO) test -run '^$$' -bench 'PickScaling' -benchtime 200ms -count 3 ./scheduler/
 	$(GO) run ./bench/cmd/xvs-bench run --quick
@@ -47,7 +47,7 @@ bench: deps build
 # go build picks up by itself); the dataplane microbenchmarks above use the
 # same profile. This regenerates it from those benchmarks.
 pgo:
-	$(GO) test -run '^$$' -bench 'DREstablished|DRNewFlow|TUNEstablished|NATEstablished' -benchtime 400ms -cpuprofile cmd/xvsd/default.pgo -o /tmp/xvs-pgo.test ./dataplane/
+	$(GO) test -run '^$$' -bench 'DREstablished|DRNewFlow|EstablishedByMethod' -benchtime 400ms -cpuprofile cmd/xvsd/default.pgo -o /tmp/xvs-pgo.test ./dataplane/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfe[lb].go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -47,6 +47,14 @@ type forwarder struct {
 	// hint is the conn-table slot processBatch saw the current packet's
 	// tag in (-1: none): the lookup tries it first.
 	hint int
+	// now is the table clock of the packet or batch in hand; icmpAt and
+	// icmpLeft the ICMP error budget of second icmpAt.
+	now      uint32
+	icmpAt   uint32
+	icmpLeft int
+	// slowReplies makes every NAT reply move its forward entry, as if
+	// replyUnchanged never held: the reference its tests compare against.
+	slowReplies bool
 }
 
 // MaxBatch bounds Config.BatchSize.
@@ -117,30 +125,24 @@ func (f *forwarder) process(frame []byte, snap *Snapshot, now uint32) DropReason
 // the frame into (TUN's outer header, ICMP errors). DropNone means
 // "transmit out.n bytes at out.off on port out.port".
 func (f *forwarder) processAt(buf []byte, off, n int, snap *Snapshot, now uint32) (txOut, DropReason) {
+	f.now = now
 	frame := buf[off : off+n : off+n]
 	var p Packet
 	var k connKey
 	if r := f.parse(frame, &p, &k); r != DropNone {
 		return txOut{}, r
 	}
-	var h uint64
-	if p.Proto == ProtoTCP || p.Proto == ProtoUDP {
-		h = f.table.hash(&k)
-	}
-	return f.processParsed(buf, off, n, &p, &k, h, snap, now)
-}
-
-// processParsed is processAt after the parse; h is k's hash (TCP, UDP).
-func (f *forwarder) processParsed(buf []byte, off, n int, p *Packet, k *connKey, h uint64, snap *Snapshot, now uint32) (txOut, DropReason) {
 	if p.Proto == ProtoICMP || p.Proto == ProtoICMPv6 {
-		return f.natICMP(buf[off:off+n:off+n], off, p, snap, now)
+		return f.natICMP(frame, off, &p, snap, now)
 	}
 	if snap != nil && snap.isNATReal(k.c0, k.c1) {
-		if out, r, ok := f.natReply(buf[off:off+n:off+n], off, p, k, snap, now); ok {
+		var rk connKey
+		natReplyKey(&rk, &p, &k)
+		if out, r, ok := f.natReply(frame, off, &p, &k, &rk, f.table.hash(&rk), -1, snap, now); ok {
 			return out, r
 		}
 	}
-	return f.forward(buf, off, n, p, k, h, snap, now)
+	return f.forward(buf, off, n, &p, &k, f.table.hash(&k), snap, now)
 }
 
 // batchPkt is one frame of a batch: buf[off:off+n], the bytes before off
@@ -156,8 +158,12 @@ type batchPkt struct {
 type batchScratch struct {
 	p [MaxBatch]Packet
 	k [MaxBatch]connKey
-	h [MaxBatch]uint64
-	r [MaxBatch]DropReason
+	// rk: the reply index key of a packet from a NAT real server
+	rk [MaxBatch]connKey
+	// h: the hash of the key the packet looks up first (rk if nat, else k)
+	h   [MaxBatch]uint64
+	r   [MaxBatch]DropReason
+	nat [MaxBatch]bool
 	// slot: the slot whose tag matched in the prefetch pass, -1 if none
 	slot [MaxBatch]int32
 	// addr: cache lines to prefetch, two per frame
@@ -171,9 +177,13 @@ type batchScratch struct {
 // (or insert) will use; then process. A table larger than the caches costs
 // one memory latency per batch pass rather than two or three per packet.
 func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
+	f.now = now
 	sc := f.scratch
 	pk = pk[:min(len(pk), MaxBatch)]
 	t := f.table
+	// NAT services' real servers' packets are replies, mostly: they look up
+	// the reply index first. A snapshot without NAT pays one test a frame.
+	hasNAT := snap != nil && snap.natReals != nil
 	na := 0
 	for i := range pk {
 		b := &pk[i]
@@ -184,9 +194,21 @@ func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 			sc.r[i] = parseKey(b.buf[b.off:b.off+b.n:b.off+b.n], p, k)
 		}
 		if sc.r[i] != DropNone || (p.Proto != ProtoTCP && p.Proto != ProtoUDP) {
+			if hasNAT {
+				sc.nat[i] = false
+			}
 			continue
 		}
-		h := t.hash(k)
+		var h uint64
+		if hasNAT {
+			sc.nat[i] = snap.isNATReal(k.c0, k.c1)
+		}
+		if hasNAT && sc.nat[i] {
+			natReplyKey(&sc.rk[i], p, k)
+			h = t.hash(&sc.rk[i])
+		} else {
+			h = t.hash(k)
+		}
 		sc.h[i] = h
 		b1, b2, _ := t.buckets(h)
 		sc.addr[na] = uintptr(unsafe.Pointer(&t.bk[b1/bucketSlots]))
@@ -209,6 +231,13 @@ func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 			sc.addr[na] = uintptr(unsafe.Pointer(t.entp(hit)))
 			na++
 		}
+		if hasNAT && sc.nat[i] && sc.slot[i] >= 0 {
+			// The forward entry, if the memo knows its slot.
+			if m := f.natFwd[sc.slot[i]&(natFwdMemo-1)]; m.out == sc.slot[i] && int(m.fwd) < len(t.bk)*bucketSlots {
+				sc.addr[na] = uintptr(unsafe.Pointer(t.entp(int(m.fwd))))
+				na++
+			}
+		}
 	}
 	prefetch(sc.addr[:na])
 	for i := range pk {
@@ -217,22 +246,41 @@ func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 			b.out, b.r = txOut{}, sc.r[i]
 			continue
 		}
+		p, k := &sc.p[i], &sc.k[i]
+		if hasNAT && sc.nat[i] {
+			frame := b.buf[b.off : b.off+b.n : b.off+b.n]
+			var ok bool
+			if b.out, b.r, ok = f.natReply(frame, b.off, p, k, &sc.rk[i], sc.h[i], int(sc.slot[i]), snap, now); ok {
+				continue
+			}
+			// Not a reply: a real server that is also a client of a VIP.
+			b.out, b.r = f.forward(b.buf, b.off, b.n, p, k, t.hash(k), snap, now)
+			continue
+		}
 		// The common packet, an established DR flow's, without the calls
 		// of the general path: probe the slot the prefetch pass found.
 		// (forward's first lines again, on purpose: routing this through
 		// a shared helper with forward's arguments measured 6-10 ns a
 		// packet more. forward then tries the same slot through f.hint.)
-		if s := int(sc.slot[i]); s >= 0 && snap != nil && !snap.isNATReal(sc.k[i].c0, sc.k[i].c1) {
-			p := &sc.p[i]
-			if j, c, id, found := t.probe(s, &sc.k[i], now); found && j >= 0 && f.unchanged(p, c, now) && int(id) < len(snap.fast) {
-				if fd := snap.fast[id]; fd.flags&fastDR != 0 && int(fd.port) < len(f.ports) {
-					b.out, b.r = f.fastDR(b.buf[b.off:b.off+b.n:b.off+b.n], b.off, p, fd, id)
+		if s := int(sc.slot[i]); s >= 0 && snap != nil {
+			if j, c, id, found := t.probe(s, k, now); found && j >= 0 && f.unchanged(p, c, now) && int(id) < len(snap.fast) {
+				fd := snap.fast[id]
+				if fd.flags&fastDR != 0 && int(fd.port) < len(f.ports) {
+					b.out, b.r = f.fastDR(b.buf, b.off, b.n, p, fd, id)
+					continue
+				}
+				if fd.flags&fastActive != 0 { // TUN, NAT: no second probe in forward
+					b.out, b.r = f.emit(b.buf, b.off, b.n, p, k, snap.byID[id])
 					continue
 				}
 			}
 		}
+		if p.Proto == ProtoICMP || p.Proto == ProtoICMPv6 {
+			b.out, b.r = f.natICMP(b.buf[b.off:b.off+b.n:b.off+b.n], b.off, p, snap, now)
+			continue
+		}
 		f.hint = int(sc.slot[i])
-		b.out, b.r = f.processParsed(b.buf, b.off, b.n, &sc.p[i], &sc.k[i], sc.h[i], snap, now)
+		b.out, b.r = f.forward(b.buf, b.off, b.n, p, k, sc.h[i], snap, now)
 		f.hint = -1
 	}
 }
@@ -319,7 +367,6 @@ func parseKey(frame []byte, p *Packet, k *connKey) DropReason {
 // forward handles one parsed TCP/UDP packet to a service, whose key hashes
 // to h; the frame is buf[off:off+n], the bytes before it headroom.
 func (f *forwarder) forward(buf []byte, off, n int, p *Packet, k *connKey, h uint64, snap *Snapshot, now uint32) (txOut, DropReason) {
-	frame := buf[off : off+n : off+n]
 	var d *Dest
 	i, c, id, found := -1, uint64(0), uint16(0), false
 	if f.hint >= 0 {
@@ -332,7 +379,7 @@ func (f *forwarder) forward(buf []byte, off, n int, p *Packet, k *connKey, h uin
 		// Most packets: an established flow whose state and expiry this
 		// packet leaves as they are. For DR nothing but the MACs changes.
 		if fd := snap.fast[id]; fd.flags&fastDR != 0 && int(fd.port) < len(f.ports) {
-			return f.fastDR(frame, off, p, fd, id)
+			return f.fastDR(buf, off, n, p, fd, id)
 		} else if fd.flags&fastActive != 0 {
 			return f.emit(buf, off, n, p, k, snap.byID[id])
 		}
@@ -371,7 +418,7 @@ func (f *forwarder) forward(buf []byte, off, n int, p *Packet, k *connKey, h uin
 				f.keepTemplate(d, k, now)
 			}
 			if d.svc.Method == NAT {
-				f.natIndex(k, d, now+f.table.timeout(ns), now, false)
+				f.natIndex(k, d, ns, now+f.table.timeout(ns), now, false)
 			}
 		}
 	}
@@ -394,20 +441,22 @@ func (f *forwarder) emit(buf []byte, off, n int, p *Packet, k *connKey, d *Dest)
 	out := txOut{off: off, n: n, port: d.port}
 	// The director is a hop, in every method, as IPVS is since Linux 4.2:
 	// the TTL goes down by one, and a packet that would leave with TTL 0
-	// is dropped (counted; xvs sends no time-exceeded message). TUN does
-	// it after its MTU check, so that an ICMP error quotes the packet as
-	// the client sent it.
-	if d.svc.Method != TUN && !decTTL(frame, p) {
-		return txOut{}, DropTTL
-	}
+	// is answered with ICMP time-exceeded (timeExceeded). TUN does it
+	// after its MTU check, so that an ICMP error quotes the packet as the
+	// client sent it.
 	switch d.svc.Method {
 	case DR:
+		if !decTTL(frame, p) {
+			return f.timeExceeded(buf, off, p)
+		}
 		// The real server's MAC, the egress interface's as source.
 		copy(frame[ethDst:ethDst+6], d.MAC[:])
 		copy(frame[ethSrc:ethSrc+6], f.ports[d.port].mac[:])
 	case NAT:
+		if !natRewriteDst(frame, p, d) { // TTL included
+			return f.timeExceeded(buf, off, p)
+		}
 		f.neigh.learn(k.c0, k.c1, frame[ethSrc:ethSrc+6], f.port)
-		natRewriteDst(frame, p, d)
 		copy(frame[ethDst:ethDst+6], d.MAC[:])
 		copy(frame[ethSrc:ethSrc+6], f.ports[d.port].mac[:])
 	case TUN:
@@ -430,9 +479,10 @@ func (f *forwarder) emit(buf []byte, off, n int, p *Packet, k *connKey, d *Dest)
 
 // fastDR forwards a packet of an established DR flow to real server fd
 // (dest ID id) that leaves its conn entry unchanged: TTL, MACs, counts.
-func (f *forwarder) fastDR(frame []byte, off int, p *Packet, fd destFast, id uint16) (txOut, DropReason) {
+func (f *forwarder) fastDR(buf []byte, off, n int, p *Packet, fd destFast, id uint16) (txOut, DropReason) {
+	frame := buf[off : off+n : off+n]
 	if !decTTL(frame, p) {
-		return txOut{}, DropTTL
+		return f.timeExceeded(buf, off, p)
 	}
 	copy(frame[ethDst:ethDst+6], fd.mac[:])
 	copy(frame[ethSrc:ethSrc+6], f.ports[fd.port].mac[:])
@@ -464,7 +514,8 @@ func (f *forwarder) unchanged(p *Packet, c uint64, now uint32) bool {
 // not per packet. A template that expired meanwhile is recreated.
 func (f *forwarder) keepTemplate(d *Dest, k *connKey, now uint32) {
 	svc := d.svc
-	tk := templateKey(svc, k)
+	var tk connKey
+	templateKey(&tk, svc, k)
 	if ti, tc, tid := f.table.lookup(&tk, now); ti >= 0 {
 		if tid == d.ID {
 			f.table.refresh(ti, tc, svc.persist, now)
@@ -477,11 +528,9 @@ func (f *forwarder) keepTemplate(d *Dest, k *connKey, now uint32) {
 // templateKey is the persistence template key of flow k in svc: the client
 // address masked by persistence_granularity, no client port, the service's
 // port (0 for a port-less service).
-func templateKey(svc *Service, k *connKey) connKey {
-	return connKey{
-		w0: k.w0&0xFF | uint64(kindTmpl)<<8 | uint64(svc.Key.Port)<<32,
-		c0: k.c0 & svc.maskHi, c1: k.c1 & svc.maskLo, v0: k.v0, v1: k.v1,
-	}
+func templateKey(tk *connKey, svc *Service, k *connKey) {
+	tk.w0 = k.w0&0xFF | uint64(kindTmpl)<<8 | uint64(svc.Key.Port)<<32
+	tk.c0, tk.c1, tk.v0, tk.v1 = k.c0&svc.maskHi, k.c1&svc.maskLo, k.v0, k.v1
 }
 
 // schedule places a flow without a conn entry: service lookup, persistence
@@ -512,7 +561,7 @@ func (f *forwarder) schedule(p *Packet, k *connKey, h uint64, snap *Snapshot, no
 	var d *Dest
 	var tk connKey
 	if svc.persist > 0 {
-		tk = templateKey(svc, k)
+		templateKey(&tk, svc, k)
 		if ti, tc, tid := f.table.lookup(&tk, now); ti >= 0 {
 			// A template outlives weight 0 (expire_quiescent_template=0)
 			// but not a real server that is down, unknown or removed.
@@ -545,7 +594,7 @@ func (f *forwarder) schedule(p *Packet, k *connKey, h uint64, snap *Snapshot, no
 		f.q.TableFull.Add(1)
 	}
 	if svc.Method == NAT {
-		f.natIndex(k, d, exp, now, true)
+		f.natIndex(k, d, state, exp, now, true)
 	}
 	f.pending(d.ID).conns++
 	return d, DropNone

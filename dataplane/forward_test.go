@@ -501,8 +501,9 @@ func hopped(frame []byte, l3 int) []byte {
 }
 
 // TestForwardTTL: every method takes one from the TTL (hop limit), as IPVS
-// does, and drops, counted, what arrives with 1 left; requests and NAT
-// replies alike, IPv4 and IPv6.
+// does; a client's packet that arrives with 1 or 0 left is answered with
+// ICMP time-exceeded from the VIP, a NAT reply is dropped and counted.
+// IPv4 and IPv6.
 func TestForwardTTL(t *testing.T) {
 	p := newTestPlane(t, 1024)
 	p.hops = hopsOnPort1(0)
@@ -520,15 +521,20 @@ func TestForwardTTL(t *testing.T) {
 		{"nat6", frameSpec{src: client6, dst: vip6, proto: ProtoUDP, sport: 7003, dport: 53, payload: 8}},
 	} {
 		fr := buildFrame(t, tc.spec)
-		// TTL 1: dropped, counted by its own reason, nothing written.
-		one := withTTL(fr, 14, 1)
-		buf := withHeadroom(one)
-		if _, r := p.f.processAt(buf, headr, len(one), p.snap, now); r != DropTTL {
-			t.Errorf("%s with TTL 1: %v, want %v", tc.name, r, DropTTL)
+		// TTL 1 or 0: answered with time-exceeded quoting the packet.
+		for _, ttl := range []byte{1, 0} {
+			one := withTTL(fr, 14, ttl)
+			buf := withHeadroom(one)
+			out, r := p.f.processAt(buf, headr, len(one), p.snap, now)
+			if r != DropNone {
+				t.Errorf("%s with TTL %d: %v, want an ICMP answer", tc.name, ttl, r)
+				continue
+			}
+			checkTimeExceeded(t, tc.name, buf[out.off:out.off+out.n], one, out.port, 0)
 		}
 		// TTL 2: forwarded with 1 and a valid header.
 		two := withTTL(fr, 14, 2)
-		buf = withHeadroom(two)
+		buf := withHeadroom(two)
 		out, r := p.f.processAt(buf, headr, len(two), p.snap, now)
 		if r != DropNone {
 			t.Fatalf("%s with TTL 2: %v", tc.name, r)
@@ -573,6 +579,74 @@ func TestForwardTTL(t *testing.T) {
 		if ttl := two[14+8]; tc.cli.Is6() && two[14+7] != 1 || !tc.cli.Is6() && ttl != 1 {
 			t.Errorf("%s: forwarded with TTL (hop limit) not 1", tc.name)
 		}
+	}
+}
+
+// checkTimeExceeded checks that got is an ICMP time-exceeded (ICMPv6 hop
+// limit exceeded) answering frame orig, out of port want: from orig's
+// destination to its source, back to its source MAC, quoting its IP packet.
+func checkTimeExceeded(t *testing.T, what string, got, orig []byte, port, want int) {
+	t.Helper()
+	verifyIP(t, what+" time-exceeded", got)
+	var p, o Packet
+	if Parse(got, &p) != DropNone || Parse(orig, &o) != DropNone {
+		t.Fatalf("%s: answer or original does not parse", what)
+	}
+	if port != want {
+		t.Errorf("%s: answer leaves by port %d, want %d", what, port, want)
+	}
+	if !bytes.Equal(got[0:6], orig[6:12]) {
+		t.Errorf("%s: answer to MAC % x, want the sender's % x", what, got[0:6], orig[6:12])
+	}
+	ic := got[p.L4:p.End]
+	if p.IPv6 {
+		if p.Proto != ProtoICMPv6 || ic[0] != 3 || ic[1] != 0 {
+			t.Errorf("%s: answer proto %d type %d code %d, want ICMPv6 3/0", what, p.Proto, ic[0], ic[1])
+		}
+	} else if p.Proto != ProtoICMP || ic[0] != 11 || ic[1] != 0 {
+		t.Errorf("%s: answer proto %d type %d code %d, want ICMP 11/0", what, p.Proto, ic[0], ic[1])
+	}
+	if gs, gd, os, od := pktAddr(got, &p, true), pktAddr(got, &p, false), pktAddr(orig, &o, true), pktAddr(orig, &o, false); gs != od || gd != os {
+		t.Errorf("%s: answer %v → %v, want %v → %v", what, gs, gd, od, os)
+	}
+	quote := ic[8:]
+	if want := orig[o.L3:o.End]; !bytes.HasPrefix(want, quote) || len(quote) < min(len(want), 28) {
+		t.Errorf("%s: answer quotes %d bytes that are not the start of the packet", what, len(quote))
+	}
+}
+
+// TestICMPRateLimit: a worker sends at most icmpPerSecond ICMP errors in a
+// second of the table clock; the rest are dropped and counted, and the
+// budget comes back the next second.
+func TestICMPRateLimit(t *testing.T) {
+	p := newTestPlane(t, 1024, drService("rr", 1, 1))
+	now := p.table.Now()
+	one := withTTL(buildFrame(t, frameSpec{src: client4, dst: vip4, proto: ProtoTCP, sport: 7000, dport: 80, flags: TCPSyn}), 14, 1)
+	send := func(n int, now uint32) (answered, dropped int) {
+		for range n {
+			buf := withHeadroom(one)
+			switch _, r := p.f.processAt(buf, headr, len(one), p.snap, now); r {
+			case DropNone:
+				answered++
+			case DropTTL:
+				dropped++
+			default:
+				t.Fatalf("TTL 1: %v", r)
+			}
+		}
+		return answered, dropped
+	}
+	if a, d := send(icmpPerSecond+50, now); a != icmpPerSecond || d != 50 {
+		t.Errorf("first second: %d answered, %d dropped; want %d, 50", a, d, icmpPerSecond)
+	}
+	if got := p.f.q.ICMPLimited.Load(); got != 50 {
+		t.Errorf("ICMPLimited = %d, want 50", got)
+	}
+	if got := p.f.q.TimeExceeded.Load(); got != icmpPerSecond {
+		t.Errorf("TimeExceeded = %d, want %d", got, icmpPerSecond)
+	}
+	if a, d := send(10, now+1); a != 10 || d != 0 {
+		t.Errorf("next second: %d answered, %d dropped; want 10, 0", a, d)
 	}
 }
 

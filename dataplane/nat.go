@@ -28,24 +28,32 @@ func natPort(d *Dest, vport uint16) uint16 {
 	return vport
 }
 
-// natOutKey is the reply index key of a flow: client address and port, real
-// server address and port.
-func natOutKey(proto uint8, c0, c1 uint64, cport uint16, d *Dest, rport uint16) connKey {
-	return makeKey(proto, kindOut, c0, c1, cport, d.a0, d.a1, rport)
+// natOutKey sets rk to the reply index key of a flow: client address and
+// port, real server address and port.
+func natOutKey(rk *connKey, proto uint8, c0, c1 uint64, cport uint16, d *Dest, rport uint16) {
+	rk.set(proto, kindOut, c0, c1, cport, d.a0, d.a1, rport)
 }
 
-// natIndex creates (fresh: a new flow) or refreshes the reply index entry of
-// flow k to expire at exp.
-func (f *forwarder) natIndex(k *connKey, d *Dest, exp, now uint32, fresh bool) {
-	rk := natOutKey(uint8(k.w0), k.c0, k.c1, uint16(k.w0>>16), d, natPort(d, uint16(k.w0>>32)))
+// natReplyKey sets rk to the reply index key a packet from a NAT real
+// server looks up; k is the packet's key built as if it were a request
+// (c = the real server, v = the client).
+func natReplyKey(rk *connKey, p *Packet, k *connKey) {
+	rk.set(p.Proto, kindOut, k.v0, k.v1, p.DstPort, k.c0, k.c1, p.SrcPort)
+}
+
+// natIndex creates (fresh: a new flow) or updates the reply index entry of
+// flow k, whose forward entry is now in state ns expiring at exp.
+func (f *forwarder) natIndex(k *connKey, d *Dest, ns uint8, exp, now uint32, fresh bool) {
+	var rk connKey
+	natOutKey(&rk, uint8(k.w0), k.c0, k.c1, uint16(k.w0>>16), d, natPort(d, uint16(k.w0>>32)))
 	if i, c, id := f.table.lookup(&rk, now); i >= 0 {
 		if !fresh && id == d.ID {
-			f.table.refresh(i, c, exp-now, now)
+			f.table.set(i, c, id, natOutState(ns), exp)
 			return
 		}
 		f.table.reap(i, c)
 	}
-	if !f.table.insert(&rk, d.ID, stNATOut, exp, now) {
+	if !f.table.insert(&rk, d.ID, natOutState(ns), exp, now) {
 		f.q.TableFull.Add(1)
 	}
 }
@@ -75,68 +83,87 @@ func putL4Csum(b []byte, proto uint8, c uint16) {
 }
 
 // natRewriteDst turns a request to VIP:vport into one to d's address and
-// port, updating the IPv4 header checksum and the TCP/UDP checksum
-// (pseudo-header address and port) incrementally.
-func natRewriteDst(frame []byte, p *Packet, d *Dest) {
-	ip := frame[p.L3:]
-	l4 := frame[p.L4:]
-	vport := p.DstPort
-	rport := natPort(d, vport)
-	co := l4CsumOff(p.Proto, l4, p.IPv6)
-	var cs uint16
-	if co >= 0 {
-		cs = binary.BigEndian.Uint16(l4[co:])
-	}
+// port, and takes one off the TTL (hop limit); false, changing nothing,
+// when the packet arrived with 1 or 0 left.
+func natRewriteDst(frame []byte, p *Packet, d *Dest) bool {
 	if !p.IPv6 {
-		old := binary.BigEndian.Uint32(ip[16:])
-		nw := binary.BigEndian.Uint32(d.ip[12:])
-		binary.BigEndian.PutUint32(ip[16:], nw)
-		binary.BigEndian.PutUint16(ip[10:], ChecksumUpdate32(binary.BigEndian.Uint16(ip[10:]), old, nw))
-		cs = ChecksumUpdate32(cs, old, nw)
-	} else {
-		cs = ChecksumUpdateBytes(cs, ip[24:40], d.ip[:])
-		copy(ip[24:40], d.ip[:])
+		return natRewrite4(frame, p, 16, 2, binary.BigEndian.Uint32(d.ip[12:]), natPort(d, p.DstPort))
 	}
-	binary.BigEndian.PutUint16(l4[2:], rport)
-	if co >= 0 {
-		putL4Csum(l4[co:], p.Proto, ChecksumUpdate16(cs, vport, rport))
-	}
+	return natRewrite6(frame, p, 24, 2, d.ip[:], natPort(d, p.DstPort))
 }
 
-// natRewriteSrc turns a reply from d's address and port rport into one
-// from VIP:vport.
-func natRewriteSrc(frame []byte, p *Packet, svc *Service, rport, vport uint16) {
-	ip := frame[p.L3:]
-	l4 := frame[p.L4:]
-	co := l4CsumOff(p.Proto, l4, p.IPv6)
-	var cs uint16
-	if co >= 0 {
-		cs = binary.BigEndian.Uint16(l4[co:])
-	}
+// natRewriteSrc turns a reply from a real server's address and port into
+// one from VIP:vport, and takes one off the TTL (hop limit); false,
+// changing nothing, when the packet arrived with 1 or 0 left.
+func natRewriteSrc(frame []byte, p *Packet, svc *Service, vport uint16) bool {
 	if !p.IPv6 {
-		old := binary.BigEndian.Uint32(ip[12:])
-		nw := binary.BigEndian.Uint32(svc.vip[12:])
-		binary.BigEndian.PutUint32(ip[12:], nw)
-		binary.BigEndian.PutUint16(ip[10:], ChecksumUpdate32(binary.BigEndian.Uint16(ip[10:]), old, nw))
-		cs = ChecksumUpdate32(cs, old, nw)
-	} else {
-		cs = ChecksumUpdateBytes(cs, ip[8:24], svc.vip[:])
-		copy(ip[8:24], svc.vip[:])
+		return natRewrite4(frame, p, 12, 0, binary.BigEndian.Uint32(svc.vip[12:]), vport)
 	}
-	binary.BigEndian.PutUint16(l4[0:], vport)
-	if co >= 0 {
-		putL4Csum(l4[co:], p.Proto, ChecksumUpdate16(cs, rport, vport))
+	return natRewrite6(frame, p, 8, 0, svc.vip[:], vport)
+}
+
+// natRewrite4 sets an IPv4 packet's address at IP header offset ao to addr
+// and its port at L4 offset po to port, decrementing the TTL. Each
+// checksum gets one incremental update (RFC 1624 eqn. 3) for all of its
+// changed words: the IP header's for TTL and address, the TCP/UDP one's
+// for address (pseudo-header) and port.
+func natRewrite4(frame []byte, p *Packet, ao, po int, addr uint32, port uint16) bool {
+	ip := frame[p.L3:]
+	_ = ip[19]
+	ttl := ip[8]
+	if ttl <= 1 {
+		return false
 	}
+	l4 := frame[p.L4:]
+	oldA := binary.BigEndian.Uint32(ip[ao:])
+	// The address's contribution to either sum: ~old + new, by halves.
+	da := uint32(^uint16(oldA>>16)) + uint32(^uint16(oldA)) + addr>>16 + addr&0xFFFF
+	tw := uint16(ttl)<<8 | uint16(ip[9])
+	ip[8] = ttl - 1
+	binary.BigEndian.PutUint32(ip[ao:], addr)
+	binary.BigEndian.PutUint16(ip[10:], ^fold(uint32(^binary.BigEndian.Uint16(ip[10:]))+uint32(^tw)+uint32(tw-0x100)+da))
+	oldP := binary.BigEndian.Uint16(l4[po:])
+	binary.BigEndian.PutUint16(l4[po:], port)
+	if co := l4CsumOff(p.Proto, l4, false); co >= 0 {
+		putL4Csum(l4[co:], p.Proto, ^fold(uint32(^binary.BigEndian.Uint16(l4[co:]))+da+uint32(^oldP)+uint32(port)))
+	}
+	return true
+}
+
+// natRewrite6 is natRewrite4 for IPv6 (no header checksum; the address at
+// ao is 16 bytes).
+func natRewrite6(frame []byte, p *Packet, ao, po int, addr []byte, port uint16) bool {
+	ip := frame[p.L3:]
+	_ = ip[39]
+	if ip[7] <= 1 {
+		return false
+	}
+	ip[7]--
+	l4 := frame[p.L4:]
+	co := l4CsumOff(p.Proto, l4, true)
+	cs := binary.BigEndian.Uint16(l4[co:])
+	cs = ChecksumUpdateBytes(cs, ip[ao:ao+16], addr)
+	copy(ip[ao:ao+16], addr)
+	oldP := binary.BigEndian.Uint16(l4[po:])
+	binary.BigEndian.PutUint16(l4[po:], port)
+	putL4Csum(l4[co:], p.Proto, ChecksumUpdate16(cs, oldP, port))
+	return true
 }
 
 // natReply handles a TCP/UDP packet from a NAT real server: ok false when it
 // belongs to no NAT flow (it then takes the ordinary path: a real server
-// may also be a client of a VIP).
-func (f *forwarder) natReply(frame []byte, off int, p *Packet, k *connKey, snap *Snapshot, now uint32) (txOut, DropReason, bool) {
-	// k is keyed as if the packet were a request: c = real server, v = client.
+// may also be a client of a VIP). k is the packet's key built as if it were
+// a request (c = real server, v = client), rk its reply index key
+// (natReplyKey), rh rk's hash and hint the slot to try first (-1: none).
+func (f *forwarder) natReply(frame []byte, off int, p *Packet, k, rk *connKey, rh uint64, hint int, snap *Snapshot, now uint32) (txOut, DropReason, bool) {
 	cport, rport := p.DstPort, p.SrcPort
-	rk := makeKey(p.Proto, kindOut, k.v0, k.v1, cport, k.c0, k.c1, rport)
-	ri, rc, id := f.table.lookup(&rk, now)
+	ri, rc, id, found := -1, uint64(0), uint16(0), false
+	if hint >= 0 {
+		ri, rc, id, found = f.table.probe(hint, rk, now)
+	}
+	if !found {
+		ri, rc, id = f.table.lookupHashed(rk, rh, now)
+	}
 	if ri < 0 {
 		return txOut{}, DropNone, false
 	}
@@ -153,7 +180,50 @@ func (f *forwarder) natReply(frame []byte, off int, p *Packet, k *connKey, snap 
 	if vport == 0 {
 		vport = rport
 	}
-	fk := makeKey(p.Proto, kindConn, k.v0, k.v1, cport, svc.v0, svc.v1, vport)
+	if f.slowReplies || !f.replyUnchanged(p, rc, now) {
+		if r := f.natReplyState(p, k, ri, rc, d, cport, vport, now); r != DropNone {
+			return txOut{}, r, true
+		}
+	}
+	mac, port, ok := f.neigh.lookup(k.v0, k.v1)
+	if !ok {
+		return txOut{}, DropNoNeigh, true
+	}
+	if !natRewriteSrc(frame, p, svc, vport) {
+		return txOut{}, DropTTL, true
+	}
+	putMAC(frame[ethDst:], mac)
+	copy(frame[ethSrc:ethSrc+6], f.ports[port].mac[:])
+	ps := f.pending(d.ID)
+	ps.pkts++
+	ps.bytes += uint64(len(frame))
+	return txOut{off: off, n: len(frame), port: port}, DropNone, true
+}
+
+// replyUnchanged reports whether a reply leaves its NAT flow as it is,
+// judged from the flow's reply index entry (control word rc), which
+// mirrors the forward entry's expiry and whether it is ESTABLISHED: an ACK
+// without SYN, FIN or RST to an ESTABLISHED flow, or a UDP datagram, while
+// the table clock has not moved the expiry. Most replies are; they skip
+// the forward entry (unchanged does the same for requests).
+func (f *forwarder) replyUnchanged(p *Packet, rc uint64, now uint32) bool {
+	st := StateUDP
+	if p.Proto == ProtoTCP {
+		if ctlState(rc) != stNATOutEst || p.TCPFlags&(TCPSyn|TCPFin|TCPRst) != 0 {
+			return false
+		}
+		st = StateEstablished
+	}
+	return ctlExpiry(rc) == now+f.table.timeout(st)
+}
+
+// natReplyState moves NAT flow k's forward entry by a reply from real
+// server d (IPVS's OUTPUT table) and its reply index entry (slot ri,
+// control word rc) with it.
+func (f *forwarder) natReplyState(p *Packet, k *connKey, ri int, rc uint64, d *Dest, cport, vport uint16, now uint32) DropReason {
+	svc := d.svc
+	var fk connKey
+	fk.set(p.Proto, kindConn, k.v0, k.v1, cport, svc.v0, svc.v1, vport)
 	// The forward entry's slot, remembered per reply-index slot: a probe of
 	// one slot instead of a second hash and bucket scan per reply.
 	fi, fc, fid, found := -1, uint64(0), uint16(0), false
@@ -168,29 +238,16 @@ func (f *forwarder) natReply(frame []byte, off int, p *Packet, k *connKey, snap 
 		}
 	}
 	if fi < 0 || fid != d.ID {
-		return txOut{}, DropNoConn, true
+		return DropNoConn
 	}
 	ns := StateUDP
 	if p.Proto == ProtoTCP {
 		ns = nextTCPStateIn(tcpOutput, ctlState(fc), p.TCPFlags)
 	}
 	if f.table.touch(fi, fc, fid, ns, now) {
-		f.table.refresh(ri, rc, f.table.timeout(ns), now)
+		f.table.set(ri, rc, d.ID, natOutState(ns), now+f.table.timeout(ns))
 	}
-	mac, port, ok := f.neigh.lookup(k.v0, k.v1)
-	if !ok {
-		return txOut{}, DropNoNeigh, true
-	}
-	if !decTTL(frame, p) {
-		return txOut{}, DropTTL, true
-	}
-	natRewriteSrc(frame, p, svc, rport, vport)
-	putMAC(frame[ethDst:], mac)
-	copy(frame[ethSrc:ethSrc+6], f.ports[port].mac[:])
-	ps := f.pending(d.ID)
-	ps.pkts++
-	ps.bytes += uint64(len(frame))
-	return txOut{off: off, n: len(frame), port: port}, DropNone, true
+	return DropNone
 }
 
 // natFwdMemo is the size of a worker's reply-slot → forward-slot memo.
@@ -250,7 +307,8 @@ func (f *forwarder) natICMP(frame []byte, off int, p *Packet, snap *Snapshot, no
 	}
 	ql4 := in[q.L4:]
 	cport, rport := binary.BigEndian.Uint16(ql4[0:]), binary.BigEndian.Uint16(ql4[2:])
-	rk := makeKey(q.Proto, kindOut, c0, c1, cport, r0, r1, rport)
+	var rk connKey
+	rk.set(q.Proto, kindOut, c0, c1, cport, r0, r1, rport)
 	ri, _, id := f.table.lookup(&rk, now)
 	if ri < 0 {
 		return txOut{}, DropNoConn

@@ -25,13 +25,27 @@ const (
 	// out table): (client, real server) → dest. It is counted nowhere;
 	// the flow's state lives in its forward entry.
 	stNATOut
+	// stNATOutEst is stNATOut for a flow whose forward entry is
+	// ESTABLISHED. An index entry takes its forward entry's expiry each
+	// time that changes, and this state with it, so that a reply can tell
+	// from the index alone that it leaves the flow as it is.
+	stNATOutEst
 	numStates
 )
 
 var stateNames = [numStates]string{
 	"FREE", "NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT",
 	"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP",
-	"NONE", "OUT",
+	"NONE", "OUT", "OUT",
+}
+
+// natOutState is the state of a NAT flow's reply index entry when its
+// forward entry is in state s.
+func natOutState(s uint8) uint8 {
+	if s == StateEstablished {
+		return stNATOutEst
+	}
+	return stNATOut
 }
 
 // StateName returns the state as ipvsadm -Lnc prints it.

@@ -21,7 +21,7 @@ func (dp *Dataplane) ImportConn(e ConnEntry) error {
 }
 
 func importConn(snap *Snapshot, t *ConnTable, e ConnEntry) error {
-	if e.State == stFree || e.State >= numStates || (e.Template != (e.State == StateTemplate)) {
+	if e.State == stFree || e.State >= stNATOut || (e.Template != (e.State == StateTemplate)) {
 		return fmt.Errorf("import conn %v→%v: bad state %d", e.Client, e.Virtual, e.State)
 	}
 	svc := snap.Lookup(ServiceKey{Addr: e.Virtual.Addr(), Proto: e.Proto, Port: e.Virtual.Port()})
@@ -63,7 +63,8 @@ func importConn(snap *Snapshot, t *ConnTable, e ConnEntry) error {
 			// A NAT flow's reply index names its real server: the
 			// old one's goes with it.
 			if od := snap.DestByID(id); od != nil && od.svc.Method == NAT && !e.Template {
-				ok := natOutKey(e.Proto, c0, c1, e.Client.Port(), od, natPort(od, e.Virtual.Port()))
+				var ok connKey
+				natOutKey(&ok, e.Proto, c0, c1, e.Client.Port(), od, natPort(od, e.Virtual.Port()))
 				if oi, oc, _ := t.lookup(&ok, now); oi >= 0 {
 					t.reap(oi, oc)
 				}
@@ -75,16 +76,17 @@ func importConn(snap *Snapshot, t *ConnTable, e ConnEntry) error {
 	}
 	if svc.Method == NAT && !e.Template {
 		// The reply index, so that the real server's replies find the flow.
-		rk := natOutKey(e.Proto, c0, c1, e.Client.Port(), d, natPort(d, e.Virtual.Port()))
+		var rk connKey
+		natOutKey(&rk, e.Proto, c0, c1, e.Client.Port(), d, natPort(d, e.Virtual.Port()))
 		indexed := false
 		if i, c, id := t.lookup(&rk, now); i >= 0 {
 			if indexed = id == d.ID; indexed {
-				t.set(i, c, id, stNATOut, exp)
+				t.set(i, c, id, natOutState(e.State), exp)
 			} else {
 				t.reap(i, c)
 			}
 		}
-		if !indexed && !t.insert(&rk, d.ID, stNATOut, exp, now) {
+		if !indexed && !t.insert(&rk, d.ID, natOutState(e.State), exp, now) {
 			return fmt.Errorf("import conn %v→%v: conn table full", e.Client, e.Virtual)
 		}
 	}

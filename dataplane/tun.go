@@ -50,7 +50,8 @@ func (f *forwarder) tunnel(buf []byte, off int, p *Packet, d *Dest) (out txOut, 
 		return txOut{}, false, DropHeadroom
 	}
 	if !decTTL(frame, p) { // the inner packet's: see emit
-		return txOut{}, false, DropTTL
+		out, r = f.timeExceeded(buf, off, p)
+		return out, r == DropNone, r
 	}
 	src := pi.src4
 	if d.hasSrc {
@@ -99,35 +100,70 @@ func (f *forwarder) tunnel(buf []byte, off int, p *Packet, d *Dest) (out txOut, 
 // ICMP quoting limits: RFC 1812 §4.3.2.3 (576-byte IPv4 error datagrams)
 // and RFC 4443 §2.4 (an ICMPv6 error fits the IPv6 minimum MTU).
 const (
-	icmpMaxLen   = 576
-	icmp6MaxLen  = 1280
-	icmpTooBig   = 3<<8 | 4 // destination unreachable, fragmentation needed
-	icmp6TooBig  = 2        // packet too big
-	icmpHdrLen   = 8
-	icmpOutTTL   = 64
-	icmpTOSCtrl  = 0xC0 // internetwork control, as Linux sends ICMP errors
-	tooBigFrom4  = 12   // offset of the source address in an IPv4 header
-	tooBigFrom6  = 8    // in an IPv6 header
-	tooBigRoomV4 = ipv4MinHeader + icmpHdrLen
-	tooBigRoomV6 = ipv6HeaderLen + icmpHdrLen
+	icmpMaxLen        = 576
+	icmp6MaxLen       = 1280
+	icmpTooBig        = 3<<8 | 4 // destination unreachable, fragmentation needed
+	icmpTimeExceeded  = 11 << 8  // time exceeded in transit
+	icmp6TooBig       = 2        // packet too big
+	icmp6TimeExceeded = 3        // hop limit exceeded in transit (code 0)
+	icmpHdrLen        = 8
+	icmpOutTTL        = 64
+	icmpTOSCtrl       = 0xC0 // internetwork control, as Linux sends ICMP errors
+	icmpRoomV4        = ipv4MinHeader + icmpHdrLen
+	icmpRoomV6        = ipv6HeaderLen + icmpHdrLen
+	// icmpPerSecond bounds the ICMP errors one worker sends per second,
+	// as the kernel's icmp_msgs_per_sec (1000) bounds its own: a flood of
+	// TTL-1 or oversized packets must not turn the director into an
+	// ICMP generator at line rate.
+	icmpPerSecond = 1000
 )
 
-// tooBig turns the frame into an ICMP fragmentation-needed (IPv4) or
-// packet-too-big (IPv6) message to the packet's source, announcing mtu,
-// from the packet's destination (the VIP, as IPVS answers), quoting the
-// start of the packet. The new headers go into the headroom in front of the
-// original datagram, which stays where it is and is cut to the quote; the
-// frame leaves by the port it came in on, back to the MAC it came from.
+// tooBig answers a packet too big for the tunnel: ICMP fragmentation-needed
+// (IPv4) or packet-too-big (IPv6) announcing mtu.
 func (f *forwarder) tooBig(buf []byte, off int, p *Packet, mtu int) (txOut, DropReason) {
+	out, r := f.icmpError(buf, off, p, icmpTooBig, icmp6TooBig, uint32(mtu), DropTooBig)
+	if r == DropNone {
+		f.q.TooBig.Add(1)
+	}
+	return out, r
+}
+
+// timeExceeded answers a packet that arrived with a TTL (hop limit) of 1
+// or 0: ICMP time-exceeded, as IPVS sends when it would forward it with 0.
+func (f *forwarder) timeExceeded(buf []byte, off int, p *Packet) (txOut, DropReason) {
+	out, r := f.icmpError(buf, off, p, icmpTimeExceeded, icmp6TimeExceeded, 0, DropTTL)
+	if r == DropNone {
+		f.q.TimeExceeded.Add(1)
+	}
+	return out, r
+}
+
+// icmpError turns the frame into an ICMP error about the packet, to its
+// source, from its destination (the VIP, as IPVS answers: the kernel sends
+// a locally delivered packet's errors from the address it was sent to):
+// type and code t4 (IPv4) or type t6 code 0 (IPv6), the header's last four
+// bytes info, quoting the start of the packet. The new headers go into the
+// headroom in front of the original datagram, which stays where it is and
+// is cut to the quote; the frame leaves by the port it came in on, back to
+// the MAC it came from. Over the rate limit it is dropped as limited.
+func (f *forwarder) icmpError(buf []byte, off int, p *Packet, t4 uint16, t6 uint8, info uint32, limited DropReason) (txOut, DropReason) {
 	frame := buf[off:]
 	l3 := int(p.L3)
-	room, maxLen := tooBigRoomV4, icmpMaxLen
+	room, maxLen := icmpRoomV4, icmpMaxLen
 	if p.IPv6 {
-		room, maxLen = tooBigRoomV6, icmp6MaxLen
+		room, maxLen = icmpRoomV6, icmp6MaxLen
 	}
 	if off < room {
 		return txOut{}, DropHeadroom
 	}
+	if f.icmpAt != f.now {
+		f.icmpAt, f.icmpLeft = f.now, icmpPerSecond
+	}
+	if f.icmpLeft == 0 {
+		f.q.ICMPLimited.Add(1)
+		return txOut{}, limited
+	}
+	f.icmpLeft--
 	quote := min(int(p.End)-l3, maxLen-room)
 	start := off - room
 	nb := buf[start : start+l3+room+quote]
@@ -148,9 +184,9 @@ func (f *forwarder) tooBig(buf []byte, off int, p *Packet, mtu int) (txOut, Drop
 		copy(ip[16:20], orig[12:16]) // to the client
 		binary.BigEndian.PutUint16(ip[10:], Checksum(ip[:ipv4MinHeader], 0))
 		ic := ip[ipv4MinHeader : room+quote]
-		binary.BigEndian.PutUint16(ic[0:], icmpTooBig)
-		ic[2], ic[3], ic[4], ic[5] = 0, 0, 0, 0
-		binary.BigEndian.PutUint16(ic[6:], uint16(mtu))
+		binary.BigEndian.PutUint16(ic[0:], t4)
+		ic[2], ic[3] = 0, 0
+		binary.BigEndian.PutUint32(ic[4:], info)
 		binary.BigEndian.PutUint16(ic[2:], Checksum(ic, 0))
 	} else {
 		var src, dst [16]byte
@@ -162,10 +198,9 @@ func (f *forwarder) tooBig(buf []byte, off int, p *Packet, mtu int) (txOut, Drop
 		copy(ip[8:24], src[:])
 		copy(ip[24:40], dst[:])
 		ic := ip[ipv6HeaderLen : room+quote]
-		ic[0], ic[1], ic[2], ic[3] = icmp6TooBig, 0, 0, 0
-		binary.BigEndian.PutUint32(ic[4:], uint32(mtu))
+		ic[0], ic[1], ic[2], ic[3] = t6, 0, 0, 0
+		binary.BigEndian.PutUint32(ic[4:], info)
 		binary.BigEndian.PutUint16(ic[2:], Checksum(ic, PseudoHeaderSum(src[:], dst[:], ProtoICMPv6, len(ic))))
 	}
-	f.q.TooBig.Add(1)
 	return txOut{off: start, n: len(nb), port: f.port}, DropNone
 }

@@ -33,6 +33,8 @@ var (
 	descRX          = prometheus.NewDesc("xvs_dataplane_rx_packets_total", "Packets received on an AF_XDP socket.", []string{"interface", "queue"}, nil)
 	descTX          = prometheus.NewDesc("xvs_dataplane_tx_packets_total", "Packets transmitted on an AF_XDP socket.", []string{"interface", "queue"}, nil)
 	descXSKDrops    = prometheus.NewDesc("xvs_xsk_rx_drops_total", "Packets the kernel dropped on their way into an AF_XDP socket (XDP_STATISTICS): ring_full, the RX ring was full (the worker fell behind); dropped, no free frame (fill ring empty) or another reason.", []string{"interface", "queue", "reason"}, nil)
+	descICMP        = prometheus.NewDesc("xvs_icmp_errors_sent_total", "ICMP errors the dataplane answered with, by type: time_exceeded (TTL 1 on arrival), frag_needed (too big for a TUN real server's path).", []string{"interface", "queue", "type"}, nil)
+	descICMPLimited = prometheus.NewDesc("xvs_icmp_errors_ratelimited_total", "ICMP errors not sent for the rate limit (1000 a second per worker); their packets are dropped.", []string{"interface", "queue"}, nil)
 	descBatch       = prometheus.NewDesc("xvs_dataplane_batches_total", "Receive batches by size bucket (not cumulative; size_max is the bucket's upper bound).", []string{"interface", "queue", "size_max"}, nil)
 	descXDP         = prometheus.NewDesc("xvs_xdp_packets_total", "Director XDP program verdicts.", []string{"verdict"}, nil)
 	descTableSlots  = prometheus.NewDesc("xvs_conn_table_slots", "Conn table capacity.", nil, nil)
@@ -105,6 +107,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			counter(descDrops, v, q.Interface, ql[1], dataplane.DropReason(r).String())
 		}
+		counter(descICMP, q.TimeExceeded, q.Interface, ql[1], "time_exceeded")
+		counter(descICMP, q.TooBig, q.Interface, ql[1], "frag_needed")
+		counter(descICMPLimited, q.ICMPLimited, q.Interface, ql[1])
 		counter(descXSKDrops, q.KernelRXRingFull, q.Interface, ql[1], "ring_full")
 		counter(descXSKDrops, q.KernelRXDropped, q.Interface, ql[1], "dropped")
 		for i, v := range q.Batches {

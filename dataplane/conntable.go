@@ -264,10 +264,12 @@ func (t *ConnTable) lookupHashed(k *connKey, h uint64, now uint32) (int, uint64,
 }
 
 // slotFor returns, for hash h, the first slot whose tag matches (-1 if
-// none) and the first free slot (-1 if none): the entry a lookup will read,
-// or the one an insert will likely fill. processBatch prefetches these for a
-// whole batch, after the control lines, and hands the match to the lookup.
-func (t *ConnTable) slotFor(h uint64) (hit, free int) {
+// none) and the first slot an insert at now may take, free or expired (-1
+// if none): the entry a lookup will read, or the one an insert will likely
+// fill (and, for an expired entry, read first: its dest to uncount).
+// processBatch prefetches these for a whole batch, after the control
+// lines, and hands the match to the lookup.
+func (t *ConnTable) slotFor(h uint64, now uint32) (hit, free int) {
 	b1, b2, tag := t.buckets(h)
 	free = -1
 	for _, b := range [2]int{b1, b2} {
@@ -277,7 +279,7 @@ func (t *ConnTable) slotFor(h uint64) (hit, free int) {
 			if ctlTag(c) == tag {
 				return b + j, free
 			}
-			if free < 0 && ctlState(c) == stFree {
+			if free < 0 && (ctlState(c) == stFree || int32(ctlExpiry(c)-now) < 0) {
 				free = b + j
 			}
 		}
@@ -429,7 +431,13 @@ func (t *ConnTable) insert(k *connKey, dest uint16, s uint8, exp, now uint32) bo
 func (t *ConnTable) insertHashed(k *connKey, h uint64, dest uint16, s uint8, exp, now uint32) bool {
 	b1, b2, tag := t.buckets(h)
 	// Two choices: the emptier bucket first, which keeps buckets even and
-	// lets the table fill close to its slot count.
+	// lets the table fill close to its slot count. A first bucket at least
+	// half free is taken without looking at the second: a table far below
+	// capacity (the usual case) then pays for one scan, not two, and its
+	// entries sit in the bucket lookups try first.
+	if m1 := t.usable(b1, now); bits.OnesCount32(m1) >= bucketSlots/2 && t.place(b1, m1, k, dest, s, tag, exp, now) {
+		return true
+	}
 	m1, m2 := t.usable(b1, now), t.usable(b2, now)
 	if bits.OnesCount32(m2) > bits.OnesCount32(m1) {
 		b1, b2, m1, m2 = b2, b1, m2, m1

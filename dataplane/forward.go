@@ -222,7 +222,7 @@ func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 		if sc.r[i] != DropNone || (sc.p[i].Proto != ProtoTCP && sc.p[i].Proto != ProtoUDP) {
 			continue
 		}
-		hit, free := t.slotFor(sc.h[i])
+		hit, free := t.slotFor(sc.h[i], now)
 		sc.slot[i] = int32(hit)
 		if hit < 0 {
 			hit = free

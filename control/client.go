@@ -175,3 +175,27 @@ func (c *Client) Conns(ctx context.Context) ([]Conn, error) {
 	}
 	return resp.Conns, nil
 }
+
+// StartDaemon starts a connection sync daemon role (ipvsadm
+// --start-daemon); unset settings take IPVS's defaults.
+func (c *Client) StartDaemon(ctx context.Context, sd SyncDaemon) error {
+	sd.FromConfig = false
+	_, err := c.Do(ctx, Request{Op: OpStartDaemon, Daemon: &sd})
+	return err
+}
+
+// StopDaemon stops the sync daemon running in a role (ipvsadm
+// --stop-daemon), whoever started it.
+func (c *Client) StopDaemon(ctx context.Context, role SyncRole) error {
+	_, err := c.Do(ctx, Request{Op: OpStopDaemon, Daemon: &SyncDaemon{Role: role}})
+	return err
+}
+
+// Daemons lists the running sync daemon roles (ipvsadm -L --daemon).
+func (c *Client) Daemons(ctx context.Context) ([]SyncDaemon, error) {
+	resp, err := c.Do(ctx, Request{Op: OpDaemons})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Daemons, nil
+}

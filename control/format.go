@@ -35,6 +35,36 @@ func WriteTimeouts(w io.Writer, t Timeouts) error {
 	return err
 }
 
+// WriteDaemons writes ipvsadm -L --daemon: one line per running role,
+// master first. Like ipvsadm, it leaves out settings that are zero (a
+// kernel too old to report them).
+func WriteDaemons(w io.Writer, ds []SyncDaemon) error {
+	bw := bufio.NewWriter(w)
+	for _, role := range []SyncRole{SyncMaster, SyncBackup} {
+		for i := range ds {
+			d := &ds[i]
+			if d.Role != role {
+				continue
+			}
+			fmt.Fprintf(bw, "%s sync daemon (mcast=%s, syncid=%d", d.Role, d.Interface, d.SyncID)
+			if d.MaxLen != 0 {
+				fmt.Fprintf(bw, ", maxlen=%d", d.MaxLen)
+			}
+			if d.Group.IsValid() {
+				fmt.Fprintf(bw, ", group=%s", d.Group)
+			}
+			if d.Port != 0 {
+				fmt.Fprintf(bw, ", port=%d", d.Port)
+			}
+			if d.TTL != 0 {
+				fmt.Fprintf(bw, ", ttl=%d", d.TTL)
+			}
+			bw.WriteString(")\n")
+		}
+	}
+	return bw.Flush()
+}
+
 // WriteList writes ipvsadm -L: the version line, the column titles and
 // every service with its real servers.
 func WriteList(w io.Writer, info Info, svcs []Service, f Format) error {

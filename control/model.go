@@ -1,9 +1,9 @@
 // Package control owns the model and the wire protocol between xvsadm and
-// xvsd: the virtual services, real servers, counters, connection entries
-// and timeouts as ipvsadm shows them; the request/response protocol over
-// the control socket (Server, Client, Handler); and ipvsadm's output
-// formats (format.go), so that scripts written against ipvsadm parse
-// xvsadm's output unchanged.
+// xvsd: the virtual services, real servers, counters, connection entries,
+// timeouts and sync daemon roles as ipvsadm shows them; the
+// request/response protocol over the control socket (Server, Client,
+// Handler); and ipvsadm's output formats (format.go), so that scripts
+// written against ipvsadm parse xvsadm's output unchanged.
 //
 // # Protocol
 //
@@ -19,9 +19,14 @@
 //	← {}
 //	→ {"v":1,"op":"AddDest", ... same ...}
 //	← {"code":"dest-exists","error":"198.18.0.11:80: destination already exists"}
+//	→ {"v":1,"op":"StartDaemon","daemon":{"role":"master","mcast_ifn":"eth0","syncid":1}}
+//	← {}
+//	→ {"v":1,"op":"Daemons"}
+//	← {"daemons":[{"role":"master","mcast_ifn":"eth0","syncid":1,"maxlen":1472,"group":"224.0.0.81","port":8848,"ttl":1}]}
 //
 // Ops: AddService, EditService, DelService, AddDest, EditDest, DelDest,
-// Clear, List, Zero, SetTimeouts, GetTimeouts, Conns. A failed op answers
+// Clear, List, Zero, SetTimeouts, GetTimeouts, Conns, and the connection
+// sync daemon's StartDaemon, StopDaemon and Daemons. A failed op answers
 // with "error" (free text from the daemon) and "code" (an ErrorCode naming
 // what went wrong in ipvsadm's terms); the client turns both back into an
 // *OpError that matches this package's sentinel errors with errors.Is, and

@@ -30,6 +30,9 @@ const (
 	OpSetTimeouts Op = "SetTimeouts" // ipvsadm --set
 	OpGetTimeouts Op = "GetTimeouts" // ipvsadm -L --timeout
 	OpConns       Op = "Conns"       // ipvsadm -Lc
+	OpStartDaemon Op = "StartDaemon" // ipvsadm --start-daemon
+	OpStopDaemon  Op = "StopDaemon"  // ipvsadm --stop-daemon
+	OpDaemons     Op = "Daemons"     // ipvsadm -L --daemon
 )
 
 // Request is one line from client to server. Which fields matter depends
@@ -41,13 +44,16 @@ const (
 //	DelDest                  Service (key), Dest (address and port)
 //	List, Zero               Service (key) to name one service, or none for all
 //	SetTimeouts              Timeouts
-//	Clear, GetTimeouts, Conns  nothing
+//	StartDaemon              Daemon (role, interface and settings)
+//	StopDaemon               Daemon (role)
+//	Clear, GetTimeouts, Conns, Daemons  nothing
 type Request struct {
-	V        int       `json:"v"`
-	Op       Op        `json:"op"`
-	Service  *Service  `json:"service,omitempty"`
-	Dest     *Dest     `json:"dest,omitempty"`
-	Timeouts *Timeouts `json:"timeouts,omitempty"`
+	V        int         `json:"v"`
+	Op       Op          `json:"op"`
+	Service  *Service    `json:"service,omitempty"`
+	Dest     *Dest       `json:"dest,omitempty"`
+	Timeouts *Timeouts   `json:"timeouts,omitempty"`
+	Daemon   *SyncDaemon `json:"daemon,omitempty"`
 }
 
 // Response is one line from server to client.
@@ -58,6 +64,8 @@ type Response struct {
 	Services []Service `json:"services,omitempty"` // List
 	Conns    []Conn    `json:"conns,omitempty"`    // Conns
 	Timeouts *Timeouts `json:"timeouts,omitempty"` // GetTimeouts
+	// Daemons lists the running sync daemon roles, master first.
+	Daemons []SyncDaemon `json:"daemons,omitempty"` // Daemons
 }
 
 // ErrorCode says what kind of failure a Response reports, in the terms
@@ -73,6 +81,9 @@ const (
 	CodeNoDest        ErrorCode = "no-dest"        // ENOENT on a real-server op
 	CodeNoScheduler   ErrorCode = "no-scheduler"   // ENOENT on a service op
 	CodeInvalid       ErrorCode = "invalid"        // EINVAL: the request makes no sense
+	CodeDaemonRunning ErrorCode = "daemon-running" // EEXIST on --start-daemon: the role runs
+	CodeNoDaemon      ErrorCode = "no-daemon"      // ESRCH on --stop-daemon: the role does not run
+	CodeNoDevice      ErrorCode = "no-device"      // ENODEV: no such (multicast) interface
 	CodeUnsupported   ErrorCode = "unsupported"    // xvs does not do this (yet)
 	CodeFailed        ErrorCode = "failed"         // anything else
 )
@@ -85,6 +96,9 @@ var (
 	ErrNoDest        = errors.New("no such destination")
 	ErrNoScheduler   = errors.New("scheduler or persistence engine not found")
 	ErrInvalid       = errors.New("invalid operation")
+	ErrDaemonRunning = errors.New("sync daemon already running in this role")
+	ErrNoDaemon      = errors.New("no sync daemon running in this role")
+	ErrNoDevice      = errors.New("no such interface")
 	ErrUnsupported   = errors.New("not supported by xvs")
 )
 
@@ -98,6 +112,9 @@ var codeErrs = []struct {
 	{CodeNoDest, ErrNoDest},
 	{CodeNoScheduler, ErrNoScheduler},
 	{CodeInvalid, ErrInvalid},
+	{CodeDaemonRunning, ErrDaemonRunning},
+	{CodeNoDaemon, ErrNoDaemon},
+	{CodeNoDevice, ErrNoDevice},
 	{CodeUnsupported, ErrUnsupported},
 }
 
@@ -156,6 +173,13 @@ func (e *OpError) Message() string {
 		return "No such destination"
 	case CodeNoScheduler:
 		return "Scheduler or persistence engine not found"
+	case CodeDaemonRunning:
+		return "Daemon has already run"
+	case CodeNoDaemon:
+		return "No daemon is running"
+	case CodeNoDevice:
+		// ipvsadm has no text of its own for ENODEV: strerror's.
+		return "No such device"
 	}
 	if e.Detail != "" {
 		return e.Detail

@@ -44,6 +44,16 @@ type Handler interface {
 	SetTimeouts(ctx context.Context, t Timeouts) error
 	GetTimeouts(ctx context.Context) (Timeouts, error)
 	Conns(ctx context.Context) ([]Conn, error)
+	// StartDaemon starts a sync daemon role (ipvsadm --start-daemon):
+	// ErrDaemonRunning when the role already runs, ErrNoDevice when the
+	// interface does not exist. Settings left zero take IPVS's defaults.
+	StartDaemon(ctx context.Context, sd SyncDaemon) error
+	// StopDaemon stops the role (ipvsadm --stop-daemon): ErrNoDaemon
+	// when it does not run.
+	StopDaemon(ctx context.Context, role SyncRole) error
+	// Daemons lists the running roles, master first, with the settings
+	// they run with (ipvsadm -L --daemon).
+	Daemons(ctx context.Context) ([]SyncDaemon, error)
 }
 
 // Server serves the control protocol on a unix socket.
@@ -299,7 +309,14 @@ func DecodeRequest(line []byte) (*Request, error) {
 		} else if req.Timeouts.TCP < 0 || req.Timeouts.TCPFin < 0 || req.Timeouts.UDP < 0 {
 			err = errors.New("request SetTimeouts: negative timeout")
 		}
-	case OpClear, OpGetTimeouts, OpConns:
+	case OpStartDaemon, OpStopDaemon:
+		switch {
+		case req.Daemon == nil:
+			err = fmt.Errorf("request %s: no daemon", req.Op)
+		case req.Daemon.Role != SyncMaster && req.Daemon.Role != SyncBackup:
+			err = fmt.Errorf("request %s: no role", req.Op)
+		}
+	case OpClear, OpGetTimeouts, OpConns, OpDaemons:
 	default:
 		err = fmt.Errorf("request: unknown op %q", req.Op)
 	}
@@ -332,6 +349,8 @@ func Dispatch(ctx context.Context, h Handler, req *Request) (Response, error) {
 		if t.TCP > MaxTimeout || t.TCPFin > MaxTimeout || t.UDP > MaxTimeout {
 			err = fmt.Errorf("timeouts %d %d %d: longer than %d s", t.TCP, t.TCPFin, t.UDP, MaxTimeout)
 		}
+	case OpStartDaemon:
+		err = req.Daemon.Validate()
 	}
 	if err != nil {
 		return Response{}, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -372,6 +391,14 @@ func Dispatch(ctx context.Context, h Handler, req *Request) (Response, error) {
 		resp.Timeouts = &t
 	case OpConns:
 		resp.Conns, err = h.Conns(ctx)
+	case OpStartDaemon:
+		sd := *req.Daemon
+		sd.FromConfig = false
+		err = h.StartDaemon(ctx, sd)
+	case OpStopDaemon:
+		err = h.StopDaemon(ctx, req.Daemon.Role)
+	case OpDaemons:
+		resp.Daemons, err = h.Daemons(ctx)
 	default:
 		err = fmt.Errorf("op %q: %w", req.Op, ErrInvalid)
 	}

@@ -172,6 +172,23 @@ func TestClientOps(t *testing.T) {
 	if cs, err := c.Conns(ctx); err != nil || len(cs) != 1 || cs[0] != conn {
 		t.Errorf("Conns = %+v, %v", cs, err)
 	}
+	// The sync daemon: one master and one backup at most, IPVS's messages.
+	mem.SetInterfaces("eth0")
+	check("StartDaemon", c.StartDaemon(ctx, control.SyncDaemon{Role: control.SyncMaster, Interface: "eth0", SyncID: 7}), nil, "")
+	check("StartDaemon again", c.StartDaemon(ctx, control.SyncDaemon{Role: control.SyncMaster, Interface: "eth0"}), control.ErrDaemonRunning, "Daemon has already run")
+	check("StartDaemon no device", c.StartDaemon(ctx, control.SyncDaemon{Role: control.SyncBackup, Interface: "eth9"}), control.ErrNoDevice, "No such device")
+	check("StopDaemon backup", c.StopDaemon(ctx, control.SyncBackup), control.ErrNoDaemon, "No daemon is running")
+	ds, err := c.Daemons(ctx)
+	want := control.SyncDaemon{Role: control.SyncMaster, Interface: "eth0", SyncID: 7, MaxLen: 1472,
+		Group: control.DefaultSyncGroup, Port: control.DefaultSyncPort, TTL: control.DefaultSyncTTL}
+	if err != nil || len(ds) != 1 || ds[0] != want {
+		t.Errorf("Daemons = %+v, %v; want [%+v]", ds, err, want)
+	}
+	check("StopDaemon master", c.StopDaemon(ctx, control.SyncMaster), nil, "")
+	if ds, err := c.Daemons(ctx); err != nil || len(ds) != 0 {
+		t.Errorf("Daemons after stop = %+v, %v", ds, err)
+	}
+
 	check("DelService", c.DelService(ctx, web), nil, "")
 	check("DelService again", c.DelService(ctx, web), control.ErrNoService, "No such service")
 	check("Clear", c.Clear(ctx), nil, "")
@@ -208,6 +225,15 @@ func TestDecodeRequest(t *testing.T) {
 		{`{"v":1,"op":"AddDest","service":{"proto":"tcp","addr":"198.18.0.100","port":80},"dest":{"addr":"198.18.0.11","method":"Carrier pigeon"}}`, false},
 		{`{"v":1,"op":"SetTimeouts"}`, false},
 		{`{"v":1,"op":"SetTimeouts","timeouts":{"tcp":-1,"tcpfin":0,"udp":0}}`, false},
+		{`{"v":1,"op":"StartDaemon","daemon":{"role":"master","mcast_ifn":"eth0","syncid":1}}`, true},
+		{`{"v":1,"op":"StartDaemon","daemon":{"role":"backup","mcast_ifn":"eth0","syncid":0,"maxlen":1472,"group":"ff02::8848","port":8848,"ttl":1}}`, true},
+		{`{"v":1,"op":"StopDaemon","daemon":{"role":"backup"}}`, true},
+		{`{"v":1,"op":"Daemons"}`, true},
+		{`{"v":1,"op":"StartDaemon"}`, false},
+		{`{"v":1,"op":"StopDaemon","daemon":{}}`, false},
+		{`{"v":1,"op":"StartDaemon","daemon":{"role":"primary","mcast_ifn":"eth0"}}`, false},
+		{`{"v":1,"op":"StartDaemon","daemon":{"role":"master","mcast_ifn":"eth0","syncid":256}}`, false},
+		{`{"v":1,"op":"StartDaemon","daemon":{"role":"master","mcast_ifn":"eth0","port":65536}}`, false},
 	}
 	for _, c := range cases {
 		_, err := control.DecodeRequest([]byte(c.line))
@@ -294,6 +320,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"v":1,"op":"DelDest","service":{"proto":"sctp","addr":"198.18.0.100","port":5000},"dest":{"addr":"198.18.0.11"}}`,
 		`{"v":1,"op":"SetTimeouts","timeouts":{"tcp":900,"tcpfin":120,"udp":300}}`,
 		`{"v":1,"op":"Zero"}`,
+		`{"v":1,"op":"StartDaemon","daemon":{"role":"backup","mcast_ifn":"eth0","syncid":5,"maxlen":1472,"group":"224.0.0.81","port":8848,"ttl":1}}`,
+		`{"v":1,"op":"StopDaemon","daemon":{"role":"master"}}`,
+		`{"v":1,"op":"Daemons"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -347,6 +376,9 @@ func TestDispatchRefusesBadSettings(t *testing.T) {
 		{"weight", c.AddDest(ctx, web, control.Dest{Addr: rs1.Addr, Weight: 70000})},
 		{"local", c.AddDest(ctx, web, control.Dest{Addr: rs1.Addr, Method: control.Local})},
 		{"timeouts", c.SetTimeouts(ctx, control.Timeouts{TCP: control.MaxTimeout + 1})},
+		{"daemon without interface", c.StartDaemon(ctx, control.SyncDaemon{Role: control.SyncMaster})},
+		{"daemon unicast group", c.StartDaemon(ctx, control.SyncDaemon{Role: control.SyncMaster, Interface: "eth0", Group: rs1.Addr})},
+		{"daemon maxlen", c.StartDaemon(ctx, control.SyncDaemon{Role: control.SyncBackup, Interface: "eth0", MaxLen: 70000})},
 	}
 	for _, b := range bad {
 		if !errors.Is(b.err, control.ErrInvalid) {
@@ -359,5 +391,8 @@ func TestDispatchRefusesBadSettings(t *testing.T) {
 	}
 	if n := mem.Calls(control.OpAddService); n != 1 {
 		t.Errorf("AddService reached the handler %d times, want 1", n)
+	}
+	if n := mem.Calls(control.OpStartDaemon); n != 0 {
+		t.Errorf("StartDaemon reached the handler %d times, want 0", n)
 	}
 }

@@ -326,3 +326,21 @@ func (d *Director) Conns(context.Context) ([]control.Conn, error) {
 	})
 	return out, nil
 }
+
+// StartDaemon starts a connection sync daemon role (ipvsadm
+// --start-daemon); see syncDaemon for how it shares the two slots with
+// lvs_sync_daemon.
+func (d *Director) StartDaemon(_ context.Context, sd control.SyncDaemon) error {
+	return d.syncStartAdmin(sd)
+}
+
+// StopDaemon stops the role running in a slot (ipvsadm --stop-daemon),
+// whoever started it.
+func (d *Director) StopDaemon(_ context.Context, role control.SyncRole) error {
+	return d.syncStopAdmin(role)
+}
+
+// Daemons answers ipvsadm -L --daemon.
+func (d *Director) Daemons(context.Context) ([]control.SyncDaemon, error) {
+	return d.syncList(), nil
+}

@@ -52,7 +52,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range d.vrrpStates {
 		states[k] = v
 	}
-	syncOn, syncMaster, syncBackup := d.sync.cfg != nil, d.sync.master != nil, d.sync.backup != nil
+	syncMaster, syncBackup := d.sync.master != nil, d.sync.backup != nil
+	syncOn := d.sync.cfg != nil || syncMaster || syncBackup
 	d.mu.Unlock()
 	if syncOn {
 		collectSync(ch, &d.sync.ctr, syncMaster, syncBackup)

@@ -186,3 +186,164 @@ func TestXVSDSyncFailover(t *testing.T) {
 			m[`xvs_sync_role{role="master"}`], m[`xvs_sync_role{role="backup"}`])
 	}
 }
+
+// adminSyncConf is an LVS-only director (no VRRP, no lvs_sync_daemon):
+// its sync daemon runs only if xvsadm starts it.
+const adminSyncConf = `global_defs {
+   router_id %s
+   xvs_interface eth0
+}
+
+virtual_server 198.18.0.100 80 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind DR
+    protocol TCP
+    real_server 198.18.0.11 80 {
+        weight 1
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+    real_server 198.18.0.12 80 {
+        weight 1
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+}
+`
+
+// TestXVSDAdminSyncDaemon: two xvsd directors without lvs_sync_daemon;
+// xvsadm --start-daemon master on the one holding the VIP and
+// --start-daemon backup on the other, as an operator (or a keepalived
+// notify script) would with ipvsadm. Connections opened through the
+// first appear in the second's -Lnc; -L --daemon lists each role in
+// ipvsadm's format; --stop-daemon stops them.
+func TestXVSDAdminSyncDaemon(t *testing.T) {
+	topo := netlab.Standard(t)
+	client := topo.Client
+	for name, h := range map[string]*netlab.Host{"rs1": topo.RS1, "rs2": topo.RS2} {
+		netlab.RealServerDR(t, h, netlab.VIP)
+		labserver.Start(t, h, name, 80, netip.AddrPort{})
+	}
+	// dir1 serves the VIP (set by hand, an LVS-only director); dir2 stands by.
+	topo.Dir1.Run(t, "ip", "addr", "add", netlab.VIP.String()+"/32", "dev", "eth0")
+	dir := t.TempDir()
+	type director struct {
+		h    *netlab.Host
+		proc *netlab.Proc
+		sock string
+	}
+	start := func(h *netlab.Host, name string) *director {
+		conf := filepath.Join(dir, name+".conf")
+		writeConf(t, conf, fmt.Sprintf(adminSyncConf, name))
+		sock := filepath.Join(dir, name+".sock")
+		return &director{h: h, proc: h.Start(t, xvsdBin, "-n", "-l", "-f", conf, "--control", sock), sock: sock}
+	}
+	admin := func(d *director, args ...string) (string, error) {
+		return d.h.Output(xvsadmBin, append([]string{"--control", d.sock}, args...)...)
+	}
+	d1, d2 := start(topo.Dir1, "dir1"), start(topo.Dir2, "dir2")
+	bothReals := func(d *director) bool {
+		out, err := admin(d, "-Ln")
+		return err == nil && strings.Contains(out, "198.18.0.11:80") && strings.Contains(out, "198.18.0.12:80")
+	}
+	waitFor(t, 30*time.Second, "dir1 to serve the VIP", func() bool {
+		if !bothReals(d1) {
+			return false
+		}
+		_, err := labserver.Get(client, vipHTTP, time.Second)
+		return err == nil
+	}, d1.proc)
+	waitFor(t, 30*time.Second, "dir2 to list both real servers", func() bool { return bothReals(d2) }, d2.proc)
+
+	// Nothing runs until xvsadm starts it.
+	for _, d := range []*director{d1, d2} {
+		if out, err := admin(d, "-L", "--daemon"); err != nil || out != "" {
+			t.Fatalf("-L --daemon before any start: %q, %v", out, err)
+		}
+	}
+	if out, err := admin(d1, "--start-daemon", "master", "--mcast-interface", "eth0", "--syncid", "7"); err != nil || out != "" {
+		t.Fatalf("dir1 --start-daemon master: %v %q", err, out)
+	}
+	if out, err := admin(d2, "--start-daemon", "backup", "--mcast-interface", "eth0", "--syncid", "7"); err != nil || out != "" {
+		t.Fatalf("dir2 --start-daemon backup: %v %q", err, out)
+	}
+	// veth MTU 1500: both roles' maxlen is 1472, as with IPVS.
+	wantList := map[*director]string{
+		d1: "master sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n",
+		d2: "backup sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n",
+	}
+	for d, want := range wantList {
+		if out, err := admin(d, "-Ln", "--daemon"); err != nil || out != want {
+			t.Errorf("-Ln --daemon on %s: %v\n got %q\nwant %q", d.h.Base, err, out, want)
+		}
+	}
+	// A second start, and an unknown interface, are refused with IPVS's
+	// messages and change nothing.
+	if out, err := admin(d1, "--start-daemon", "master", "--mcast-interface", "eth0"); err == nil || out != "Daemon has already run\n" {
+		t.Errorf("second --start-daemon master: %v %q", err, out)
+	}
+	if out, err := admin(d2, "--start-daemon", "master", "--mcast-interface", "eth7"); err == nil || out != "No such device\n" {
+		t.Errorf("--start-daemon on a missing interface: %v %q", err, out)
+	}
+	if out, _ := admin(d2, "-L", "--daemon"); out != wantList[d2] {
+		t.Errorf("dir2 after refused starts: %q", out)
+	}
+
+	established := regexp.MustCompile(`(?m)^TCP .*ESTABLISHED\s+` + regexp.QuoteMeta(netlab.ClientAddr.String()) + `:(\d+)\s+` +
+		regexp.QuoteMeta(vipHTTP.String()) + `\s+(\S+)`)
+	// Long-lived connections through dir1.
+	const n = 4
+	for i := range n {
+		c, err := labserver.Dial(client, vipHTTP, 5*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Get(5 * time.Second); err != nil {
+			t.Fatalf("request on connection %d: %v", i, err)
+		}
+	}
+	table := func(d *director) map[string]string {
+		out, err := admin(d, "-Lnc")
+		if err != nil {
+			return nil
+		}
+		m := map[string]string{}
+		for _, f := range established.FindAllStringSubmatch(out, -1) {
+			m[f[1]] = f[2]
+		}
+		return m
+	}
+	on1 := table(d1)
+	if len(on1) < n {
+		t.Fatalf("dir1 lists %d established connections, want %d: %v", len(on1), n, on1)
+	}
+	waitFor(t, 30*time.Second, fmt.Sprintf("dir2 to list dir1's %d connections", n), func() bool {
+		on2 := table(d2)
+		for port, dest := range on1 {
+			if on2[port] != dest {
+				return false
+			}
+		}
+		return true
+	}, d2.proc)
+
+	// Stopping: each role once; a second stop says none runs.
+	if out, err := admin(d2, "--stop-daemon", "backup"); err != nil || out != "" {
+		t.Errorf("dir2 --stop-daemon backup: %v %q", err, out)
+	}
+	if out, err := admin(d2, "--stop-daemon", "backup"); err == nil || out != "No daemon is running\n" {
+		t.Errorf("dir2 second --stop-daemon backup: %v %q", err, out)
+	}
+	if out, err := admin(d1, "--stop-daemon", "master"); err != nil || out != "" {
+		t.Errorf("dir1 --stop-daemon master: %v %q", err, out)
+	}
+	for _, d := range []*director{d1, d2} {
+		if out, err := admin(d, "-L", "--daemon"); err != nil || out != "" {
+			t.Errorf("-L --daemon on %s after the stops: %q, %v", d.h.Base, out, err)
+		}
+	}
+}

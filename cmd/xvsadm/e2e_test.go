@@ -269,8 +269,88 @@ func TestNoDaemon(t *testing.T) {
 	if r := xvsadm(t, path, "", "-v"); r.code != 0 || !strings.Contains(r.stdout, "ipvsadm v1.31") {
 		t.Errorf("-v: exit %d %q", r.code, r.stdout)
 	}
-	if r := xvsadm(t, path, "", "--start-daemon", "master"); r.code != 255 {
-		t.Errorf("--start-daemon: exit %d %q", r.code, r.stderr)
+	// The sync daemon commands go to xvsd like the others.
+	for _, args := range [][]string{{"--start-daemon", "master"}, {"--stop-daemon", "backup"}, {"-L", "--daemon"}} {
+		if r := xvsadm(t, path, "", args...); r.code != 2 || !strings.HasPrefix(r.stderr, "Can't initialize ipvs: ") {
+			t.Errorf("%q without xvsd: exit %d %q", args, r.code, r.stderr)
+		}
+	}
+	if r := xvsadm(t, path, "", "--start-daemon", "primary"); r.code != 2 || r.stderr != "illegal start-daemon parameter specified\n" {
+		t.Errorf("--start-daemon primary: exit %d %q", r.code, r.stderr)
+	}
+}
+
+// TestDaemonCommands: --start-daemon, --stop-daemon and -L --daemon
+// against a daemon with IPVS's rules, with ipvsadm's output and messages.
+func TestDaemonCommands(t *testing.T) {
+	path, mem := daemon(t)
+	mem.SetInterfaces("eth0", "ens18")
+	list := func() string {
+		t.Helper()
+		r := xvsadm(t, path, "", "-L", "--daemon")
+		if r.code != 0 || r.stderr != "" {
+			t.Fatalf("-L --daemon: exit %d %q", r.code, r.stderr)
+		}
+		if rn := xvsadm(t, path, "", "-Ln", "--daemon"); rn.stdout != r.stdout {
+			t.Errorf("-Ln --daemon %q differs from -L --daemon %q", rn.stdout, r.stdout)
+		}
+		return r.stdout
+	}
+	if got := list(); got != "" {
+		t.Errorf("-L --daemon with none running: %q", got)
+	}
+	must(t, path, "--start-daemon", "master", "--mcast-interface", "ens18", "--syncid", "1")
+	must(t, path, "--start-daemon", "backup", "--mcast-interface=ens18", "--syncid", "2")
+	const both = "master sync daemon (mcast=ens18, syncid=1, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n" +
+		"backup sync daemon (mcast=ens18, syncid=2, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+	if got := list(); got != both {
+		t.Errorf("-L --daemon:\n got %q\nwant %q", got, both)
+	}
+
+	errCases := []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--start-daemon", "master", "--mcast-interface", "ens18"}, 255, "Daemon has already run"},
+		// The interface is checked first, as in IPVS.
+		{[]string{"--start-daemon", "master", "--mcast-interface", "eth9"}, 255, "No such device"},
+		{[]string{"--start-daemon", "master", "--mcast-interface", "ens18", "--sync-maxlen", "70000"}, 2, "illegal sync-maxlen specified"},
+	}
+	for _, c := range errCases {
+		r := xvsadm(t, path, "", c.args...)
+		if r.code != c.code || r.stderr != c.msg+"\n" || r.stdout != "" {
+			t.Errorf("xvsadm %q: exit %d stderr %q stdout %q; want exit %d stderr %q", c.args, r.code, r.stderr, r.stdout, c.code, c.msg)
+		}
+	}
+	// Failed starts changed nothing.
+	if got := list(); got != both {
+		t.Errorf("-L --daemon after refused starts:\n got %q\nwant %q", got, both)
+	}
+
+	must(t, path, "--stop-daemon", "master")
+	if r := xvsadm(t, path, "", "--stop-daemon", "master"); r.code != 255 || r.stderr != "No daemon is running\n" {
+		t.Errorf("--stop-daemon master twice: exit %d %q", r.code, r.stderr)
+	}
+	if got, want := list(), "backup sync daemon (mcast=ens18, syncid=2, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"; got != want {
+		t.Errorf("-L --daemon after stopping the master:\n got %q\nwant %q", got, want)
+	}
+	// Without --mcast-interface, ipvsadm's eth0; every option carried.
+	must(t, path, "--start-daemon", "master", "--syncid", "9", "--sync-maxlen", "1000",
+		"--mcast-group", "239.1.2.3", "--mcast-port", "9000", "--mcast-ttl", "4")
+	if got, want := list(), "master sync daemon (mcast=eth0, syncid=9, maxlen=1000, group=239.1.2.3, port=9000, ttl=4)\n"+
+		"backup sync daemon (mcast=ens18, syncid=2, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"; got != want {
+		t.Errorf("-L --daemon:\n got %q\nwant %q", got, want)
+	}
+	// Restore runs daemon lines too (ipvsadm -R does).
+	if r := xvsadm(t, path, "--stop-daemon master\n--stop-daemon backup\n", "-R"); r.code != 0 || r.stderr != "" {
+		t.Errorf("-R stopping both: exit %d %q", r.code, r.stderr)
+	}
+	if got := list(); got != "" {
+		t.Errorf("-L --daemon after stopping both: %q", got)
+	}
+	if n := mem.Calls(control.OpStartDaemon); n != 5 {
+		t.Errorf("StartDaemon reached the daemon %d times, want 5 (the usage error never leaves xvsadm)", n)
 	}
 }
 

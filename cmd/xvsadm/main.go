@@ -3,9 +3,10 @@
 // habits and the scripts that parse ipvsadm keep working.
 //
 // Differences from ipvsadm: hosts are listed numerically even without -n
-// (ports are still named from /etc/services); the sync daemon commands are
-// refused; -S also saves -x/-y when set; -R stops with a non-zero status if
-// any rule failed, not only the last.
+// (ports are still named from /etc/services); -S also saves -x/-y when set;
+// -R stops with a non-zero status if any rule failed, not only the last.
+// The connection sync daemon commands (--start-daemon, --stop-daemon,
+// -L --daemon) drive xvsd's own sync daemon, which speaks IPVS's protocol.
 package main
 
 import (
@@ -191,10 +192,6 @@ func execute(ctx context.Context, s *session, cl *cmdline, e *env) error {
 			return &exitError{code: exitCommand, msg: control.Message(control.OpAddService, control.CodeNoScheduler)}
 		}
 	}
-	switch cl.cmd {
-	case cmdStartDaemon, cmdStopDaemon:
-		return &exitError{code: exitCommand, msg: "Connection sync daemon: " + control.ErrUnsupported.Error()}
-	}
 	c, err := s.get(ctx)
 	if err != nil {
 		return err
@@ -230,6 +227,10 @@ func execute(ctx context.Context, s *session, cl *cmdline, e *env) error {
 		err = c.DelDest(ctx, key, cl.dest.Key())
 	case cmdTimeout:
 		err = c.SetTimeouts(ctx, cl.timeouts)
+	case cmdStartDaemon:
+		err = c.StartDaemon(ctx, cl.sync)
+	case cmdStopDaemon:
+		err = c.StopDaemon(ctx, cl.sync.Role)
 	default:
 		return &exitError{code: exitCommand, msg: fmt.Sprintf("command %d: not handled", cl.cmd)}
 	}
@@ -264,8 +265,11 @@ func list(ctx context.Context, c *control.Client, cl *cmdline, f control.Format,
 		}
 		return control.WriteTimeouts(w, t)
 	case cl.opts[optDaemon]:
-		// xvsd runs no IPVS sync daemon; ipvsadm prints nothing then.
-		return nil
+		ds, err := c.Daemons(ctx)
+		if err != nil {
+			return opFailed(err, exitFailed)
+		}
+		return control.WriteDaemons(w, ds)
 	}
 	lr, err := c.List(ctx, nil)
 	if err != nil {
@@ -343,6 +347,8 @@ Usage:
   xvsadm -L|l [virtual-service] [options]
   xvsadm -Z [virtual-service]
   xvsadm --set tcp tcpfin udp
+  xvsadm --start-daemon {master|backup} [daemon-options]
+  xvsadm --stop-daemon {master|backup}
   xvsadm -h
 
 virtual-service:
@@ -364,6 +370,8 @@ Commands (long or short):
   --list            -L|-l     list the table
   --zero            -Z        zero the counters of one or all services
   --set tcp tcpfin udp        set the connection timeouts
+  --start-daemon              start a connection sync daemon role
+  --stop-daemon               stop a connection sync daemon role
   --help            -h        this text
   --version         -v        the version
 
@@ -390,6 +398,15 @@ Options:
   --persistent-conn                  list persistent connections
   --tun-info                         list tunnel details
   --nosort, --sort                   keep the daemon's order / sort (default)
+  --daemon                           list the running sync daemon roles
+
+Daemon options:
+  --mcast-interface interface        multicast interface (default eth0)
+  --syncid sid                       sync ID, 0..255 (default 0; a backup with 0 accepts all)
+  --sync-maxlen length               largest sync message (default: MTU less headers, 1472)
+  --mcast-group address              IPv4/IPv6 group (default 224.0.0.81)
+  --mcast-port port                  UDP port (default 8848)
+  --mcast-ttl ttl                    multicast TTL (default 1)
 
 xvs options:
   --control PATH                     control socket (default /run/xvsd.sock, or $XVS_CONTROL)

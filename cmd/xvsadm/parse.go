@@ -161,7 +161,7 @@ type cmdline struct {
 	dest6    bool
 	format   control.Format
 	timeouts control.Timeouts
-	daemon   string // master or backup, for --start-daemon/--stop-daemon
+	sync     control.SyncDaemon // --start-daemon/--stop-daemon: role and settings
 	tunType  string
 }
 
@@ -416,7 +416,10 @@ func parseArgs(args []string, res resolver) (*cmdline, error) {
 			}
 			return nil, fail("illegal start_daemon specified")
 		}
-		cl.daemon = ev.arg
+		cl.sync.Role = control.SyncMaster
+		if ev.arg == "backup" {
+			cl.sync.Role = control.SyncBackup
+		}
 	case "h":
 		cl.cmd = cmdHelp
 		return cl, nil
@@ -604,14 +607,17 @@ func (cl *cmdline) option(ev event, res resolver, schedFlags *string) error {
 		cl.format.Numeric = true
 		return setOpt(optNumeric)
 	case "mcast-interface":
+		cl.sync.Interface = arg
 		return setOpt(optMcast)
 	case "syncid":
 		if err := setOpt(optSyncID); err != nil {
 			return err
 		}
-		if v, err := strtol(arg); err != nil || v < 0 || v > 255 {
+		v, err := strtol(arg)
+		if err != nil || v < 0 || v > 255 {
 			return fail("illegal syncid specified")
 		}
+		cl.sync.SyncID = uint8(v)
 	case "timeout":
 		return setOpt(optTimeout)
 	case "daemon":
@@ -660,13 +666,16 @@ func (cl *cmdline) option(ev event, res resolver, schedFlags *string) error {
 		if err := setOpt(optMcastGroup); err != nil {
 			return err
 		}
+		// inet_pton's rules: no zone, and an IPv4-mapped address is not
+		// an IPv6 multicast address.
 		a, err := netip.ParseAddr(arg)
 		switch {
-		case strings.Contains(arg, ":") && (err != nil || !a.Is6() || !a.IsMulticast()):
+		case strings.Contains(arg, ":") && (err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" || !a.IsMulticast()):
 			return fail("invalid IPv6 mcast-group `%s'", arg)
 		case !strings.Contains(arg, ":") && (err != nil || !a.Is4() || !a.IsMulticast()):
 			return fail("invalid IPv4 mcast-group `%s'", arg)
 		}
+		cl.sync.Group = a
 	case "mcast-port", "mcast-ttl", "sync-maxlen", "tun-port":
 		spec := map[string]struct {
 			o    optIndex
@@ -681,8 +690,17 @@ func (cl *cmdline) option(ev event, res resolver, schedFlags *string) error {
 		if err := setOpt(spec.o); err != nil {
 			return err
 		}
-		if v, err := strtol(arg); err != nil || v < 1 || v > spec.max {
+		v, err := strtol(arg)
+		if err != nil || v < 1 || v > spec.max {
 			return fail("illegal %s specified", spec.name)
+		}
+		switch spec.o {
+		case optMcastPort:
+			cl.sync.Port = uint16(v)
+		case optMcastTTL:
+			cl.sync.TTL = uint8(v)
+		case optSyncMaxLen:
+			cl.sync.MaxLen = int(v)
 		}
 	case "tun-info":
 		cl.format.TunInfo = true
@@ -757,6 +775,11 @@ func (cl *cmdline) check() error {
 		}
 		if err := cl.checkTunnel(); err != nil {
 			return err
+		}
+	case cmdStartDaemon:
+		if cl.sync.Interface == "" {
+			// ipvsadm's DEF_MCAST_IFN.
+			cl.sync.Interface = control.DefaultSyncIface
 		}
 	case cmdList:
 		o := cl.opts

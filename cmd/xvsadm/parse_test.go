@@ -236,6 +236,32 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"--stop-daemon", "foo"}, 2, "illegal start_daemon specified"},
 		{[]string{"--start-daemon", "master", "--syncid", "256"}, 2, "illegal syncid specified"},
 		{[]string{"--start-daemon", "master", "--mcast-group", "198.18.0.1"}, 2, "invalid IPv4 mcast-group `198.18.0.1'"},
+		{[]string{"--start-daemon", "Master"}, 2, "illegal start-daemon parameter specified"},
+		{[]string{"--start-daemon"}, 255, tryMsg},
+		{[]string{"--start-daemon", "master", "--syncid", "-1"}, 2, "illegal syncid specified"},
+		{[]string{"--start-daemon", "master", "--syncid", "x"}, 2, "illegal syncid specified"},
+		{[]string{"--start-daemon", "master", "--mcast-group", "ff02::1%eth0"}, 2, "invalid IPv6 mcast-group `ff02::1%eth0'"},
+		{[]string{"--start-daemon", "master", "--mcast-group", "::ffff:224.0.0.81"}, 2, "invalid IPv6 mcast-group `::ffff:224.0.0.81'"},
+		{[]string{"--start-daemon", "master", "--mcast-group", "2001:db8::1"}, 2, "invalid IPv6 mcast-group `2001:db8::1'"},
+		{[]string{"--start-daemon", "master", "--mcast-group", "224.0.0"}, 2, "invalid IPv4 mcast-group `224.0.0'"},
+		{[]string{"--start-daemon", "master", "--mcast-port", "0"}, 2, "illegal mcast-port specified"},
+		{[]string{"--start-daemon", "master", "--mcast-port", "65536"}, 2, "illegal mcast-port specified"},
+		{[]string{"--start-daemon", "master", "--mcast-ttl", "256"}, 2, "illegal mcast-ttl specified"},
+		{[]string{"--start-daemon", "master", "--mcast-ttl", "0"}, 2, "illegal mcast-ttl specified"},
+		{[]string{"--start-daemon", "master", "--sync-maxlen", "65508"}, 2, "illegal sync-maxlen specified"},
+		{[]string{"--start-daemon", "master", "--sync-maxlen", "0"}, 2, "illegal sync-maxlen specified"},
+		{[]string{"--start-daemon", "master", "--syncid", "1", "--syncid", "2"}, 2, "multiple 'syncid' options specified"},
+		{[]string{"--start-daemon", "master", "--mcast-interface", "eth0", "--mcast-interface", "eth1"}, 2, "multiple 'mcast-interface' options specified"},
+		{[]string{"--start-daemon", "master", "-n"}, 2, "Illegal 'numeric' option with the 'start-daemon' command"},
+		{[]string{"--start-daemon", "master", "--daemon"}, 2, "Illegal 'daemon' option with the 'start-daemon' command"},
+		{[]string{"--start-daemon", "master", "extra"}, 2, "unexpected argument extra"},
+		{[]string{"--start-daemon", "master", "--stop-daemon", "master"}, 2, "invalid option `--stop-daemon'"},
+		{[]string{"--stop-daemon", "master", "--mcast-interface", "eth0"}, 2, "Illegal 'mcast-interface' option with the 'stop-daemon' command"},
+		{[]string{"--stop-daemon", "backup", "--mcast-port", "9000"}, 2, "Illegal 'mcast-port' option with the 'stop-daemon' command"},
+		{[]string{"-L", "--daemon", "--stats"}, 2, "options conflicts in the list command"},
+		{[]string{"-L", "--daemon", "-c"}, 2, "The option 'daemon' conflicts with the 'connection' option in the 'list' command"},
+		{[]string{"-L", "--daemon", "--timeout"}, 2, "The option 'daemon' conflicts with the 'timeout' option in the 'list' command"},
+		{[]string{"-L", "--daemon", "--mcast-interface", "eth0"}, 2, "Illegal 'mcast-interface' option with the 'list' command"},
 		{[]string{"-S", "-c"}, 2, "Illegal 'connection' option with the 'save' command"},
 	}
 	for _, c := range cases {
@@ -257,6 +283,9 @@ func FuzzParseArgs(f *testing.F) {
 		{"-a", "-t", "[2001:db8::100]:80", "-r", "[2001:db8::11]:80", "-m", "-w", "3"},
 		{"--set", "900", "120", "300"}, {"-A", "-f", "1", "-6", "-M", "64", "-b", "sh-port"},
 		{"-a", "-t", "198.18.0.100:80", "-r", "198.18.0.11", "-i", "--tun-type", "gue", "--tun-port", "1"},
+		{"--start-daemon", "master", "--mcast-interface", "eth0", "--syncid", "1", "--sync-maxlen", "1472",
+			"--mcast-group", "224.0.0.81", "--mcast-port", "8848", "--mcast-ttl", "1"},
+		{"--stop-daemon", "backup"}, {"-L", "--daemon"},
 	}
 	for _, s := range seeds {
 		f.Add(joinNUL(s))
@@ -270,8 +299,13 @@ func FuzzParseArgs(f *testing.F) {
 			}
 			return
 		}
-		// Whatever parses as a service command names a valid service.
+		// Whatever parses as a service command names a valid service,
+		// and a start-daemon command is one xvsd's checks accept.
 		switch cl.cmd {
+		case cmdStartDaemon:
+			if err := cl.sync.Validate(); err != nil {
+				t.Fatalf("parseArgs(%q): accepted invalid daemon settings: %v", args, err)
+			}
 		case cmdAdd, cmdEdit, cmdDel, cmdAddDest, cmdEditDest, cmdDelDest:
 			if err := cl.svc.ServiceKey.Validate(); err != nil {
 				t.Fatalf("parseArgs(%q): accepted invalid service: %v", args, err)
@@ -320,6 +354,48 @@ func BenchmarkParseArgs(b *testing.B) {
 	for b.Loop() {
 		if _, err := parseArgs(args, fakeResolver{}); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestParseDaemon: --start-daemon and --stop-daemon with their options,
+// as ipvsadm reads them; an interface left out is ipvsadm's eth0.
+func TestParseDaemon(t *testing.T) {
+	g4, g6 := netip.MustParseAddr("224.0.0.81"), netip.MustParseAddr("ff02::8848")
+	cases := []struct {
+		args []string
+		cmd  cmdKind
+		want control.SyncDaemon
+	}{
+		{[]string{"--start-daemon", "master"}, cmdStartDaemon, control.SyncDaemon{Role: control.SyncMaster, Interface: "eth0"}},
+		{[]string{"--start-daemon=backup", "--mcast-interface=eth1"}, cmdStartDaemon, control.SyncDaemon{Role: control.SyncBackup, Interface: "eth1"}},
+		{[]string{"--start-daemon", "master", "--mcast-interface", ""}, cmdStartDaemon, control.SyncDaemon{Role: control.SyncMaster, Interface: "eth0"}},
+		{[]string{"--start-daemon", "master", "--syncid", "2", "--mcast-interface", "ens18"}, cmdStartDaemon,
+			control.SyncDaemon{Role: control.SyncMaster, Interface: "ens18", SyncID: 2}},
+		{[]string{"--start-daemon", "backup", "--mcast-interface", "eth0", "--syncid", "255", "--sync-maxlen", "8952",
+			"--mcast-group", "224.0.0.81", "--mcast-port", "9000", "--mcast-ttl", "2"}, cmdStartDaemon,
+			control.SyncDaemon{Role: control.SyncBackup, Interface: "eth0", SyncID: 255, MaxLen: 8952, Group: g4, Port: 9000, TTL: 2}},
+		{[]string{"--start-daemon", "master", "--mcast-group", "ff02::8848", "--sync-maxlen", "65507"}, cmdStartDaemon,
+			control.SyncDaemon{Role: control.SyncMaster, Interface: "eth0", MaxLen: 65507, Group: g6}},
+		{[]string{"--start-daemon", "master", "--syncid", "0"}, cmdStartDaemon, control.SyncDaemon{Role: control.SyncMaster, Interface: "eth0"}},
+		{[]string{"--stop-daemon", "backup"}, cmdStopDaemon, control.SyncDaemon{Role: control.SyncBackup}},
+		// ipvsadm accepts (and the kernel ignores) a syncid on stop.
+		{[]string{"--stop-daemon", "master", "--syncid", "3"}, cmdStopDaemon, control.SyncDaemon{Role: control.SyncMaster, SyncID: 3}},
+	}
+	for _, c := range cases {
+		cl, err := parseArgs(c.args, fakeResolver{})
+		if err != nil {
+			t.Errorf("parseArgs(%q): %v", c.args, err)
+			continue
+		}
+		if cl.cmd != c.cmd || cl.sync != c.want {
+			t.Errorf("parseArgs(%q) = %s %+v, want %s %+v", c.args, cmdNames[cl.cmd], cl.sync, cmdNames[c.cmd], c.want)
+		}
+	}
+	for _, args := range [][]string{{"-L", "--daemon"}, {"-Ln", "--daemon"}, {"-l", "--daemon"}, {"--list", "--daemon", "--numeric"}} {
+		cl, err := parseArgs(args, fakeResolver{})
+		if err != nil || cl.cmd != cmdList || !cl.opts[optDaemon] {
+			t.Errorf("parseArgs(%q) = %+v, %v; want a daemon listing", args, cl, err)
 		}
 	}
 }

@@ -20,8 +20,10 @@ type Memory struct {
 	svcs     []control.Service
 	timeouts control.Timeouts
 	conns    []control.Conn
-	info     control.Info       // returned by List; zero means control.DefaultInfo
-	calls    map[control.Op]int // handler calls by op
+	info     control.Info           // returned by List; zero means control.DefaultInfo
+	calls    map[control.Op]int     // handler calls by op
+	daemons  [2]*control.SyncDaemon // running sync roles: master, backup
+	ifaces   []string               // interfaces StartDaemon knows; nil: any
 }
 
 // Calls is how many times the handler method for op was called.
@@ -275,4 +277,69 @@ func (m *Memory) SetServices(svcs []control.Service) {
 	for _, s := range svcs {
 		m.svcs = append(m.svcs, cloneService(s))
 	}
+}
+
+// SetInterfaces names the interfaces StartDaemon accepts (nil: any), as
+// the kernel looks --mcast-interface up.
+func (m *Memory) SetInterfaces(names ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ifaces = slices.Clone(names)
+}
+
+func slot(r control.SyncRole) int {
+	if r == control.SyncBackup {
+		return 1
+	}
+	return 0
+}
+
+// StartDaemon implements control.Handler with IPVS's checks, in its
+// order: the interface first, then whether the role runs. The role runs
+// with IPVS's defaults filled in, for a 1500-byte MTU.
+func (m *Memory) StartDaemon(_ context.Context, sd control.SyncDaemon) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls[control.OpStartDaemon]++
+	if err := sd.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", control.ErrInvalid, err)
+	}
+	if m.ifaces != nil && !slices.Contains(m.ifaces, sd.Interface) {
+		return fmt.Errorf("%s: %w", sd.Interface, control.ErrNoDevice)
+	}
+	if m.daemons[slot(sd.Role)] != nil {
+		return fmt.Errorf("%s: %w", sd.Role, control.ErrDaemonRunning)
+	}
+	r := sd.Resolved(1500)
+	m.daemons[slot(sd.Role)] = &r
+	return nil
+}
+
+// StopDaemon implements control.Handler.
+func (m *Memory) StopDaemon(_ context.Context, role control.SyncRole) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls[control.OpStopDaemon]++
+	if role != control.SyncMaster && role != control.SyncBackup {
+		return fmt.Errorf("role %d: %w", role, control.ErrInvalid)
+	}
+	if m.daemons[slot(role)] == nil {
+		return fmt.Errorf("%s: %w", role, control.ErrNoDaemon)
+	}
+	m.daemons[slot(role)] = nil
+	return nil
+}
+
+// Daemons implements control.Handler.
+func (m *Memory) Daemons(context.Context) ([]control.SyncDaemon, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls[control.OpDaemons]++
+	var out []control.SyncDaemon
+	for _, d := range m.daemons {
+		if d != nil {
+			out = append(out, *d)
+		}
+	}
+	return out, nil
 }

@@ -101,8 +101,7 @@ func vethCounters(h *netlab.Host, ifname string) (map[string]uint64, error) {
 }
 
 // lossCounters are the kernel counters that each count a frame lost
-// between generator, director and sink, once:
-//   - gen tx_xdp_xmit_errors: the director's RX ring was full;
+// between generator, director and sink, once (with ringFull, below):
 //   - dir rx_drops: the director's XDP verdict failed (e.g. a redirect to a
 //     full AF_XDP socket) or the frame could not become an skb;
 //   - dir rx_xdp_drops: the forwarder's program dropped it;
@@ -112,7 +111,16 @@ func vethCounters(h *netlab.Host, ifname string) (map[string]uint64, error) {
 //     the two XDP transmit errors, which are taken out).
 //
 // The generator side's rx_xdp_drops are the sink's verdicts, not losses.
-var lossCounters = []string{"gen tx_xdp_xmit_errors", "dir rx_drops", "dir rx_xdp_drops", "dir rx_xdp_tx_errors", "dir skb_tx_dropped"}
+var lossCounters = []string{"dir rx_drops", "dir rx_xdp_drops", "dir rx_xdp_tx_errors", "dir skb_tx_dropped"}
+
+// ringFull is the loss key for frames the generator sent that never
+// reached the director: its RX ring was full. They are counted as sent
+// minus what the director's NAPI thread took off its rings (dir
+// rx_xdp_packets), not by the generator side's tx_xdp_xmit_errors: veth
+// adds to that counter after dropping the ring's lock, so two generator
+// CPUs sending into one director queue (the 1q 2gen row) lose increments
+// of it, while a ring's only consumer counts exactly.
+const ringFull = "gen→dir ring full"
 
 func (pl *PacketLab) kernelCounters() (map[string]uint64, error) {
 	g, err := vethCounters(pl.Gen, pl.GenIf)
@@ -249,6 +257,12 @@ func (pl *PacketLab) Measure(ctx context.Context, r *benchxdp.Replayer, f Forwar
 		if d := k1[k] - k0[k]; d > 0 {
 			s.Drops[k] = d
 		}
+	}
+	// Frames the director took in beyond those sent (its peer's own
+	// packets, e.g. ARP) would make this negative: then none is counted
+	// and Unaccounted shows the difference.
+	if in := k1["dir rx_xdp_packets"] - k0["dir rx_xdp_packets"]; in < res.Emitted {
+		s.Drops[ringFull] = res.Emitted - in
 	}
 	s.Fwd = FwdStats{RX: f1.RX - f0.RX, TX: f1.TX - f0.TX, Drops: map[string]uint64{}}
 	for k, v := range f1.Drops {

@@ -263,28 +263,27 @@ func (t *ConnTable) lookupHashed(k *connKey, h uint64, now uint32) (int, uint64,
 	return t.scan(b2, k, tag, now)
 }
 
-// slotFor returns, for hash h, the first slot whose tag matches (-1 if
-// none) and the first slot an insert at now may take, free or expired (-1
-// if none): the entry a lookup will read, or the one an insert will likely
-// fill (and, for an expired entry, read first: its dest to uncount).
-// processBatch prefetches these for a whole batch, after the control
-// lines, and hands the match to the lookup.
-func (t *ConnTable) slotFor(h uint64, now uint32) (hit, free int) {
+// slotFor looks at the first candidate bucket of hash h only (its control
+// line is the one processBatch prefetched): the slot whose tag matches, or
+// none (hit -1) and then the first slot there an insert at now may take,
+// free or expired (-1 if none), and the second bucket's first slot, whose
+// control line the caller prefetches for the lookup (and insert) that will
+// need it. Inserts fill the first bucket while it is at least half free,
+// so in a table run below capacity most entries are found there.
+func (t *ConnTable) slotFor(h uint64, now uint32) (hit, free, second int) {
 	b1, b2, tag := t.buckets(h)
 	free = -1
-	for _, b := range [2]int{b1, b2} {
-		ctl := &t.bk[b/bucketSlots].ctl
-		for j := range ctl {
-			c := ctl[j].Load()
-			if ctlTag(c) == tag {
-				return b + j, free
-			}
-			if free < 0 && (ctlState(c) == stFree || int32(ctlExpiry(c)-now) < 0) {
-				free = b + j
-			}
+	ctl := &t.bk[b1/bucketSlots].ctl
+	for j := range ctl {
+		c := ctl[j].Load()
+		if ctlTag(c) == tag {
+			return b1 + j, -1, -1
+		}
+		if free < 0 && (ctlState(c) == stFree || int32(ctlExpiry(c)-now) < 0) {
+			free = b1 + j
 		}
 	}
-	return -1, free
+	return -1, free, b2
 }
 
 // probe checks whether slot i holds k: found reports a definite answer

@@ -290,13 +290,13 @@ func TestConnTableProbeAndSlotFor(t *testing.T) {
 	now := tb.Now()
 	k, other := key4(1), key4(2)
 	h := tb.hash(&k)
-	hit, free := tb.slotFor(h, now)
+	hit, free, _ := tb.slotFor(h, now)
 	if hit >= 0 || free < 0 {
 		t.Fatalf("empty table: slotFor = %d, %d; want -1 and a free slot", hit, free)
 	}
 	tb.insert(&k, 3, StateEstablished, now+900, now)
 	i, _, _ := tb.lookup(&k, now)
-	if hit, _ = tb.slotFor(h, now); hit != i {
+	if hit, _, _ = tb.slotFor(h, now); hit != i {
 		t.Fatalf("slotFor = %d, lookup found slot %d", hit, i)
 	}
 	if j, c, d, found := tb.probe(i, &k, now); !found || j != i || d != 3 || ctlState(c) != StateEstablished {

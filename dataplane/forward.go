@@ -166,8 +166,8 @@ type batchScratch struct {
 	nat [MaxBatch]bool
 	// slot: the slot whose tag matched in the prefetch pass, -1 if none
 	slot [MaxBatch]int32
-	// addr: cache lines to prefetch, two per frame
-	addr [2 * MaxBatch]uintptr
+	// addr: cache lines to prefetch, at most three per frame
+	addr [3 * MaxBatch]uintptr
 }
 
 // processBatch is processAt for a batch of at most MaxBatch frames, in
@@ -210,10 +210,9 @@ func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 			h = t.hash(k)
 		}
 		sc.h[i] = h
-		b1, b2, _ := t.buckets(h)
+		b1, _, _ := t.buckets(h)
 		sc.addr[na] = uintptr(unsafe.Pointer(&t.bk[b1/bucketSlots]))
-		sc.addr[na+1] = uintptr(unsafe.Pointer(&t.bk[b2/bucketSlots]))
-		na += 2
+		na++
 	}
 	prefetch(sc.addr[:na])
 	na = 0
@@ -222,13 +221,17 @@ func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 		if sc.r[i] != DropNone || (sc.p[i].Proto != ProtoTCP && sc.p[i].Proto != ProtoUDP) {
 			continue
 		}
-		hit, free := t.slotFor(sc.h[i], now)
+		hit, free, second := t.slotFor(sc.h[i], now)
 		sc.slot[i] = int32(hit)
 		if hit < 0 {
 			hit = free
 		}
 		if hit >= 0 {
 			sc.addr[na] = uintptr(unsafe.Pointer(t.entp(hit)))
+			na++
+		}
+		if second >= 0 {
+			sc.addr[na] = uintptr(unsafe.Pointer(&t.bk[second/bucketSlots]))
 			na++
 		}
 		if hasNAT && sc.nat[i] && sc.slot[i] >= 0 {

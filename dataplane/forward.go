@@ -172,9 +172,10 @@ type batchScratch struct {
 
 // processBatch is processAt for a batch of at most MaxBatch frames, in
 // three passes so that the conn table's cache misses overlap instead of
-// following one another: parse and hash every frame and load both
-// candidate buckets' control lines; then load the entry line each lookup
-// (or insert) will use; then process. A table larger than the caches costs
+// following one another: parse and hash every frame and load its first
+// candidate bucket's control line; then load the entry line each lookup
+// (or insert) will use, and after a miss in the first bucket the second's
+// control line; then process. A table larger than the caches costs
 // one memory latency per batch pass rather than two or three per packet.
 func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 	f.now = now

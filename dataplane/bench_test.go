@@ -3,6 +3,8 @@ package dataplane
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
+	"strconv"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -112,10 +114,7 @@ func benchEstablished(b *testing.B, flows int, mode string) {
 	}
 	s := tcp4(0, TCPAck)
 	s.payload = 1448
-	frames := make([][]byte, 64)
-	for i := range frames {
-		frames[i] = buildFrame(b, s)
-	}
+	frames := umemFrames(buildFrame(b, s), 64)
 	runFrames(b, p.f, p.snap, frameRun{frames: frames, n: len(frames[0]), mul: 7919, mask: flows - 1, now: now}, mode)
 }
 
@@ -134,10 +133,7 @@ func BenchmarkDRNewFlow(b *testing.B) {
 func benchNewFlow(b *testing.B, size int, mode string) {
 	p := newTestPlane(b, size, drService("wrr", 1, 2))
 	start := p.table.Now()
-	frames := make([][]byte, 64)
-	for i := range frames {
-		frames[i] = buildFrame(b, tcp4(1, TCPSyn))
-	}
+	frames := umemFrames(buildFrame(b, tcp4(1, TCPSyn)), 64)
 	runFrames(b, p.f, p.snap, frameRun{frames: frames, n: len(frames[0]), mul: 1, mask: -1, now: start, every: size / 2}, mode)
 }
 
@@ -226,6 +222,26 @@ func setPort(fr []byte, off, port int) {
 		fr[off-12] = 255
 	}
 	binary.BigEndian.PutUint16(fr[off:], uint16(port))
+}
+
+// umemFrames returns n copies of frame laid out as in a worker's UMEM:
+// 2048-byte chunks of one mapping, the frame 256 bytes into its chunk.
+// With that stride every frame's header falls in the same two L1 cache
+// sets, which a batch's passes must live with (XVS_BENCH_STRIDE overrides
+// the stride, to compare).
+func umemFrames(frame []byte, n int) [][]byte {
+	stride := 2048
+	if v, err := strconv.Atoi(os.Getenv("XVS_BENCH_STRIDE")); err == nil && v >= len(frame) {
+		stride = v
+	}
+	slab := make([]byte, n*stride+256+len(frame))
+	out := make([][]byte, n)
+	for i := range out {
+		o := i*stride + 256
+		out[i] = slab[o : o+len(frame) : o+len(frame)]
+		copy(out[i], frame)
+	}
+	return out
 }
 
 // mutexTable is the baseline: a map behind one mutex, as a first Go

@@ -570,7 +570,6 @@ func BenchmarkEstablishedByMethod(b *testing.B) {
 		p    *testPlane
 		f    *forwarder
 		tmpl [][]byte
-		off  int
 	}
 	var ms []method
 	dr := newTestPlane(b, 1<<20, drService("wrr", 1, 2))
@@ -590,29 +589,36 @@ func BenchmarkEstablishedByMethod(b *testing.B) {
 		rs := netip.AddrFrom4([4]byte(sent[30:34]))
 		repT = append(repT, natReplyFrame(b, frameSpec{src: rs, dst: client4, proto: ProtoTCP, sport: 8080, dport: uint16(i), flags: TCPAck, payload: 1400}))
 	}
-	ms = append(ms, method{"DR", dr, dr.f, drT, 0}, method{"TUN", tun, tun.f, tunT, headr},
-		method{"NAT-request", nat, nat.f, reqT, 0}, method{"NAT-reply", nat, nat.f1, repT, 0})
+	ms = append(ms, method{"DR", dr, dr.f, drT}, method{"TUN", tun, tun.f, tunT},
+		method{"NAT-request", nat, nat.f, reqT}, method{"NAT-reply", nat, nat.f1, repT})
 	for _, m := range ms {
 		for _, mode := range benchModes {
-			b.Run("method="+m.name+"/"+mode, func(b *testing.B) { runTemplates(b, m.f, m.p.snap, m.tmpl, m.off, m.p.table.Now(), mode) })
+			b.Run("method="+m.name+"/"+mode, func(b *testing.B) { runTemplates(b, m.f, m.p.snap, m.tmpl, m.p.table.Now(), mode) })
 		}
 	}
 }
 
 // runTemplates feeds the forwarder packet i = frame templates[i&63], each
-// in its own buffer at offset off (headroom before it), batch by batch or
+// in its own UMEM-like chunk after 256 bytes of headroom, batch by batch or
 // one at a time. Before each packet it restores the 54 header bytes the
 // forwarder rewrote (Ethernet, IPv4, TCP; a copy the figure includes) and
 // checks every verdict is "transmit".
-func runTemplates(b *testing.B, f *forwarder, snap *Snapshot, tmpl [][]byte, off int, now uint32, mode string) {
+func runTemplates(b *testing.B, f *forwarder, snap *Snapshot, tmpl [][]byte, now uint32, mode string) {
 	const hdr = 54
 	var pk [64]batchPkt
 	var bufs [64][]byte
 	if len(tmpl) != len(pk) {
 		b.Fatalf("%d templates, want %d", len(tmpl), len(pk))
 	}
+	// Laid out as in a worker's UMEM (see umemFrames): 2048-byte chunks,
+	// the frame 256 bytes in, the bytes before it headroom.
+	off := headr
+	slab := make([]byte, len(bufs)*2048)
 	for i := range bufs {
-		bufs[i] = make([]byte, off+len(tmpl[i]))
+		if off+len(tmpl[i]) > 2048 {
+			b.Fatalf("template %d does not fit a chunk", i)
+		}
+		bufs[i] = slab[i*2048 : i*2048+off+len(tmpl[i]) : i*2048+2048]
 		copy(bufs[i][off:], tmpl[i])
 	}
 	b.ReportAllocs()

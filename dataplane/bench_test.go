@@ -3,10 +3,10 @@ package dataplane
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
-	"strconv"
 	"net/netip"
+	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 

@@ -363,7 +363,20 @@ func FuzzProcess(f *testing.F) {
 		if Parse(orig, &q) != DropNone {
 			t.Fatal("forwarded a frame that does not parse")
 		}
-		if !bytes.Equal(b[12:], hopped(orig, int(q.L3))[12:]) || !bytes.Equal(b[6:12], macDir) {
+		want := hopped(orig, int(q.L3))
+		if !q.IPv6 {
+			// The IPv4 header checksum is updated, not recomputed: a
+			// valid one stays valid (as recomputed), a broken one stays
+			// broken (the receiver's kernel drops the packet, as it
+			// would have without the director).
+			if Checksum(orig[q.L3:q.L4], 0) != 0 {
+				if Checksum(b[q.L3:q.L4], 0) == 0 {
+					t.Fatal("forwarding mended a broken IPv4 header checksum")
+				}
+				copy(want[int(q.L3)+10:int(q.L3)+12], b[int(q.L3)+10:int(q.L3)+12])
+			}
+		}
+		if !bytes.Equal(b[12:], want[12:]) || !bytes.Equal(b[6:12], macDir) {
 			t.Fatal("forwarded frame changed beyond its MACs and TTL")
 		}
 	})

@@ -14,26 +14,9 @@ import (
 	"github.com/xvs-lb/xvs/internal/netlab"
 )
 
-// syncConf is a director of a VRRP pair that syncs its conn table
-// (keepalived's lvs_sync_daemon), a DR service with rr over two real
-// servers.
-const syncConf = `global_defs {
-   router_id %s
-   lvs_sync_daemon eth0 VI_1 id 51
-}
-
-vrrp_instance VI_1 {
-    state %s
-    interface eth0
-    virtual_router_id 51
-    priority %d
-    advert_int 1
-    virtual_ipaddress {
-        198.18.0.100/32
-    }
-}
-
-virtual_server 198.18.0.100 80 {
+// syncVirtualServer is the service the sync lab tests' directors serve: DR,
+// rr over rs1 and rs2.
+const syncVirtualServer = `virtual_server 198.18.0.100 80 {
     delay_loop 1
     lb_algo rr
     lb_kind DR
@@ -53,36 +36,38 @@ virtual_server 198.18.0.100 80 {
 }
 `
 
+// syncConf is a director of a VRRP pair that syncs its conn table
+// (keepalived's lvs_sync_daemon), a DR service with rr over two real
+// servers.
+const syncConf = `global_defs {
+   router_id %s
+   lvs_sync_daemon eth0 VI_1 id 51
+}
+
+vrrp_instance VI_1 {
+    state %s
+    interface eth0
+    virtual_router_id 51
+    priority %d
+    advert_int 1
+    virtual_ipaddress {
+        198.18.0.100/32
+    }
+}
+
+` + syncVirtualServer
+
 // TestXVSDSyncFailover: two xvsd directors, VRRP MASTER and BACKUP, with
 // lvs_sync_daemon. Long-lived connections opened through the MASTER are
 // synced to the BACKUP; the MASTER stops; after the BACKUP takes over every
 // connection still works and still reaches the same real server. Without
 // sync the new MASTER would drop their segments (no SYN, no conn entry).
 func TestXVSDSyncFailover(t *testing.T) {
-	topo := netlab.Standard(t)
+	topo := syncLab(t)
 	client := topo.Client
-	for name, h := range map[string]*netlab.Host{"rs1": topo.RS1, "rs2": topo.RS2} {
-		netlab.RealServerDR(t, h, netlab.VIP)
-		labserver.Start(t, h, name, 80, netip.AddrPort{})
-	}
 	dir := t.TempDir()
-	type director struct {
-		h    *netlab.Host
-		proc *netlab.Proc
-		sock string
-	}
-	start := func(h *netlab.Host, name, state string, prio int, metrics bool) *director {
-		conf := filepath.Join(dir, name+".conf")
-		writeConf(t, conf, fmt.Sprintf(syncConf, name, state, prio))
-		sock := filepath.Join(dir, name+".sock")
-		args := []string{"-n", "-l", "-D", "-f", conf, "--control", sock}
-		if metrics {
-			args = append(args, "--metrics", "127.0.0.1:9105")
-		}
-		return &director{h: h, proc: h.Start(t, xvsdBin, args...), sock: sock}
-	}
-	d1 := start(topo.Dir1, "dir1", "MASTER", 150, false)
-	d2 := start(topo.Dir2, "dir2", "BACKUP", 100, true)
+	d1 := startDirector(t, topo.Dir1, dir, "dir1", fmt.Sprintf(syncConf, "dir1", "MASTER", 150), "-D")
+	d2 := startDirector(t, topo.Dir2, dir, "dir2", fmt.Sprintf(syncConf, "dir2", "BACKUP", 100), "-D", "--metrics", "127.0.0.1:9105")
 	holdsVIP := func(d *director) bool {
 		out, err := d.h.Output("ip", "-4", "addr", "show", "dev", "eth0")
 		return err == nil && strings.Contains(out, netlab.VIP.String()+"/32")
@@ -194,25 +179,7 @@ const adminSyncConf = `global_defs {
    xvs_interface eth0
 }
 
-virtual_server 198.18.0.100 80 {
-    delay_loop 1
-    lb_algo rr
-    lb_kind DR
-    protocol TCP
-    real_server 198.18.0.11 80 {
-        weight 1
-        TCP_CHECK {
-            connect_timeout 1
-        }
-    }
-    real_server 198.18.0.12 80 {
-        weight 1
-        TCP_CHECK {
-            connect_timeout 1
-        }
-    }
-}
-`
+` + syncVirtualServer
 
 // TestXVSDAdminSyncDaemon: two xvsd directors without lvs_sync_daemon;
 // xvsadm --start-daemon master on the one holding the VIP and
@@ -221,30 +188,16 @@ virtual_server 198.18.0.100 80 {
 // first appear in the second's -Lnc; -L --daemon lists each role in
 // ipvsadm's format; --stop-daemon stops them.
 func TestXVSDAdminSyncDaemon(t *testing.T) {
-	topo := netlab.Standard(t)
+	topo := syncLab(t)
 	client := topo.Client
-	for name, h := range map[string]*netlab.Host{"rs1": topo.RS1, "rs2": topo.RS2} {
-		netlab.RealServerDR(t, h, netlab.VIP)
-		labserver.Start(t, h, name, 80, netip.AddrPort{})
-	}
 	// dir1 serves the VIP (set by hand, an LVS-only director); dir2 stands by.
 	topo.Dir1.Run(t, "ip", "addr", "add", netlab.VIP.String()+"/32", "dev", "eth0")
 	dir := t.TempDir()
-	type director struct {
-		h    *netlab.Host
-		proc *netlab.Proc
-		sock string
-	}
-	start := func(h *netlab.Host, name string) *director {
-		conf := filepath.Join(dir, name+".conf")
-		writeConf(t, conf, fmt.Sprintf(adminSyncConf, name))
-		sock := filepath.Join(dir, name+".sock")
-		return &director{h: h, proc: h.Start(t, xvsdBin, "-n", "-l", "-f", conf, "--control", sock), sock: sock}
-	}
 	admin := func(d *director, args ...string) (string, error) {
 		return d.h.Output(xvsadmBin, append([]string{"--control", d.sock}, args...)...)
 	}
-	d1, d2 := start(topo.Dir1, "dir1"), start(topo.Dir2, "dir2")
+	d1 := startDirector(t, topo.Dir1, dir, "dir1", fmt.Sprintf(adminSyncConf, "dir1"))
+	d2 := startDirector(t, topo.Dir2, dir, "dir2", fmt.Sprintf(adminSyncConf, "dir2"))
 	bothReals := func(d *director) bool {
 		out, err := admin(d, "-Ln")
 		return err == nil && strings.Contains(out, "198.18.0.11:80") && strings.Contains(out, "198.18.0.12:80")
@@ -346,4 +299,32 @@ func TestXVSDAdminSyncDaemon(t *testing.T) {
 			t.Errorf("-L --daemon on %s after the stops: %q, %v", d.h.Base, out, err)
 		}
 	}
+}
+
+// syncLab is netlab's standard topology with rs1 and rs2 set up as DR real
+// servers of the VIP, each running an HTTP server that names itself.
+func syncLab(t *testing.T) *netlab.Topology {
+	topo := netlab.Standard(t)
+	for name, h := range map[string]*netlab.Host{"rs1": topo.RS1, "rs2": topo.RS2} {
+		netlab.RealServerDR(t, h, netlab.VIP)
+		labserver.Start(t, h, name, 80, netip.AddrPort{})
+	}
+	return topo
+}
+
+// director is an xvsd under test and its control socket.
+type director struct {
+	h    *netlab.Host
+	proc *netlab.Proc
+	sock string
+}
+
+// startDirector runs xvsd on h with config text conf (written into dir) and
+// a control socket there, plus extra flags.
+func startDirector(t *testing.T, h *netlab.Host, dir, name, conf string, extra ...string) *director {
+	path := filepath.Join(dir, name+".conf")
+	writeConf(t, path, conf)
+	sock := filepath.Join(dir, name+".sock")
+	args := append([]string{"-n", "-l", "-f", path, "--control", sock}, extra...)
+	return &director{h: h, proc: h.Start(t, xvsdBin, args...), sock: sock}
 }

@@ -87,14 +87,20 @@ func runFrames(b *testing.B, f *forwarder, snap *Snapshot, r frameRun, mode stri
 		if j < 63 {
 			continue
 		}
-		f.processBatch(pk[:], snap, now)
-		for k := range pk {
-			if pk[k].r != DropNone {
-				b.Fatal(pk[k].r)
-			}
-		}
-		f.flush()
+		runBatch(b, f, pk[:], snap, now)
 	}
+}
+
+// runBatch processes a full batch as the worker does (then flushes the
+// counts) and fails on any verdict but "transmit".
+func runBatch(b *testing.B, f *forwarder, pk []batchPkt, snap *Snapshot, now uint32) {
+	f.processBatch(pk, snap, now)
+	for k := range pk {
+		if pk[k].r != DropNone {
+			b.Fatal(pk[k].r)
+		}
+	}
+	f.flush()
 }
 
 // benchEstablished: flows established flows in a table sized for 1M; frames

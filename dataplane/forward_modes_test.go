@@ -641,13 +641,7 @@ func runTemplates(b *testing.B, f *forwarder, snap *Snapshot, tmpl [][]byte, now
 		if j < 63 {
 			continue
 		}
-		f.processBatch(pk[:], snap, now)
-		for k := range pk {
-			if pk[k].r != DropNone {
-				b.Fatal(pk[k].r)
-			}
-		}
-		f.flush()
+		runBatch(b, f, pk[:], snap, now)
 	}
 }
 

@@ -101,8 +101,9 @@ func checkDest(svc *vservice, dst *control.Dest) error {
 	if !dst.Addr.IsValid() {
 		return fmt.Errorf("real server without address: %w", control.ErrInvalid)
 	}
-	if dst.Addr.Unmap().Is4() != svc.ctl.Addr.Unmap().Is4() {
-		return fmt.Errorf("real server %s and service %s differ in address family: %w", dst.Addr, svc.ctl.Addr, control.ErrInvalid)
+	// Only a tunnel crosses families (4in6, 6in4), as in IPVS.
+	if dst.Addr.Unmap().Is4() != svc.ctl.Addr.Unmap().Is4() && dst.Method != control.Tunnel {
+		return fmt.Errorf("real server %s and service %s differ in address family (only -i, tunnelling, can mix them): %w", dst.Addr, svc.ctl.Addr, control.ErrInvalid)
 	}
 	if dst.Port == 0 {
 		dst.Port = svc.ctl.Port

@@ -144,6 +144,11 @@ func TestXVSDAdmin(t *testing.T) {
 		t.Fatalf("90 requests with wrr 1:2 went %v, want rs1 30, rs2 60, no failures", got)
 	}
 
+	// Only a tunnel may cross address families, as with IPVS.
+	if out, err := l.admin("-a", "-t", "198.18.0.100:80", "-r", "[2001:db8::13]:80", "-g", "-w", "1"); err == nil ||
+		!strings.Contains(out, "Different address family is allowed only for tunneling servers") {
+		t.Errorf("xvsadm -a of an IPv6 real server with -g to an IPv4 service: %v %q, want refused", err, out)
+	}
 	if out, err := l.admin("-a", "-t", "198.18.0.100:80", "-r", "198.18.0.13:80", "-g", "-w", "1"); err != nil {
 		t.Fatalf("xvsadm -a: %v\n%s", err, out)
 	}

@@ -3,18 +3,25 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
 // The real server's XDP program for TUN mode on hosts without the kernel's
-// ipip module: strip the outer IPv4 header the director prepended and hand
-// the inner packet to the stack, as if it had arrived unencapsulated.
+// ipip/ip6_tunnel modules: strip the outer IPv4 or IPv6 header the director
+// prepended and hand the inner packet to the stack, as if it had arrived
+// unencapsulated.
 //
-// Decapsulated: an IPv4 packet, not a fragment, with protocol 4 (IPv4 in
-// IPv4) or 41 (IPv6 in IPv4), whose outer destination is in `decap_locals`
-// (this host's own addresses) and whose inner destination is in `decap_vips`
-// (or `decap_vips6`). The outer header is removed with bpf_xdp_adjust_head
-// and the Ethernet header rewritten in front of the inner packet, MACs kept
-// and the EtherType set to the inner packet's. A Congestion Experienced mark
-// on the outer header is copied to an ECN-capable inner packet (RFC 6040).
+// Decapsulated:
+//   - an IPv4 packet, not a fragment, with protocol 4 (IPv4 in IPv4) or 41
+//     (IPv6 in IPv4), whose outer destination is in `decap_locals` (this
+//     host's own IPv4 addresses);
+//   - an IPv6 packet whose next header is 4 (IPv4 in IPv6) or 41 (IPv6 in
+//     IPv6) directly, without extension headers (RFC 2473 as Linux IPVS
+//     sends it), whose outer destination is in `decap_locals6`;
+// in both cases only when the inner destination is in `decap_vips` (or
+// `decap_vips6`). The outer header is removed with bpf_xdp_adjust_head and
+// the Ethernet header rewritten in front of the inner packet, MACs kept and
+// the EtherType set to the inner packet's. A Congestion Experienced mark on
+// the outer header is copied to an ECN-capable inner packet (RFC 6040).
 // Passed untouched: everything else, including tunnelled packets for other
-// hosts or other addresses, and malformed packets (which the stack drops).
+// hosts or other addresses and IPv6 tunnels behind extension headers, and
+// malformed packets (which the stack drops).
 // The program never reads past the end of the packet.
 
 #include <linux/bpf.h>
@@ -33,7 +40,7 @@
 enum decap_counter {
 	DECAP_DECAPSULATED = 0, // outer header stripped, inner packet passed
 	DECAP_PASSED = 1,       // not a tunnelled packet for a local VIP: untouched
-	DECAP_MALFORMED = 2,    // truncated or invalid IPv4/tunnel headers: untouched
+	DECAP_MALFORMED = 2,    // truncated or invalid outer/inner headers: untouched
 	DECAP_MAX,
 };
 
@@ -45,7 +52,7 @@ struct {
 	__type(value, __u8);
 } decap_vips SEC(".maps");
 
-// IPv6 VIPs reached through IPv6-in-IPv4 (protocol 41).
+// IPv6 VIPs reached through IPv6 in IPv4 or in IPv6 (next header 41).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
@@ -61,6 +68,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } decap_locals SEC(".maps");
+
+// This host's IPv6 addresses, the destinations of IPv4/IPv6-in-IPv6 tunnels.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct in6_addr);
+	__type(value, __u8);
+} decap_locals6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -116,18 +131,69 @@ static __always_inline void ipv4_set_ce(struct iphdr *ip)
 	ip->check = (__u16)~sum;
 }
 
-SEC("xdp")
-int xvs_decap(struct xdp_md *ctx)
+// open_inner checks the packet of payload bytes at inner, carried with
+// protocol / next header next: a well-formed IPv4 (4) or IPv6 (41) packet to
+// a VIP gets the outer CE mark if ce and it is ECN-capable, its EtherType
+// goes to *proto, and the result is DECAP_DECAPSULATED; otherwise the result
+// is the counter of the packet's verdict. The caller has checked that
+// payload bytes from inner are inside the packet.
+static __always_inline __u32 open_inner(void *inner, __u32 payload, __u8 next, int ce, void *end,
+					__u16 *proto)
 {
+	if (next == IPPROTO_IPIP) {
+		struct iphdr *in = inner;
+		if ((void *)(in + 1) > end || payload < sizeof(*in))
+			return DECAP_MALFORMED;
+		if (in->version != 4 || in->ihl < 5 || bpf_ntohs(in->tot_len) > payload ||
+		    bpf_ntohs(in->tot_len) < in->ihl * 4)
+			return DECAP_MALFORMED;
+		if (!bpf_map_lookup_elem(&decap_vips, &in->daddr))
+			return DECAP_PASSED;
+		// RFC 6040: congestion marked on the outer header reaches the
+		// inner packet if it is ECN-capable (a Not-ECT inner packet is
+		// passed unmarked, where the RFC would drop it).
+		if (ce && (in->tos & ECN_MASK))
+			ipv4_set_ce(in);
+		*proto = bpf_htons(ETH_P_IP);
+		return DECAP_DECAPSULATED;
+	}
+	struct ipv6hdr *in6 = inner;
+	if ((void *)(in6 + 1) > end || payload < sizeof(*in6))
+		return DECAP_MALFORMED;
+	if (in6->version != 6 || bpf_ntohs(in6->payload_len) > payload - sizeof(*in6))
+		return DECAP_MALFORMED;
+	if (!bpf_map_lookup_elem(&decap_vips6, &in6->daddr))
+		return DECAP_PASSED;
+	// The ECN bits are the low two of the traffic class, which straddles
+	// the version byte and flow_lbl[0]: here bits 4-5.
+	if (ce && (in6->flow_lbl[0] & 0x30))
+		in6->flow_lbl[0] |= 0x30;
+	*proto = bpf_htons(ETH_P_IPV6);
+	return DECAP_DECAPSULATED;
+}
+
+// strip drops the hdrlen bytes of outer header after the Ethernet header
+// and writes the Ethernet header back in front of the inner packet, MACs
+// kept and the EtherType set to proto.
+static __always_inline int strip(struct xdp_md *ctx, struct ethhdr *eth, int hdrlen, __u16 proto)
+{
+	__u8 macs[2 * ETH_ALEN];
+	__builtin_memcpy(macs, eth, sizeof(macs));
+	if (bpf_xdp_adjust_head(ctx, hdrlen))
+		return verdict(DECAP_PASSED);
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
+	eth = data;
+	if ((void *)(eth + 1) > end) // cannot happen: the inner header follows
+		return verdict(DECAP_MALFORMED);
+	__builtin_memcpy(eth, macs, sizeof(macs));
+	eth->h_proto = proto;
+	return verdict(DECAP_DECAPSULATED);
+}
 
-	if ((void *)(eth + 1) > end)
-		return verdict(DECAP_PASSED);
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return verdict(DECAP_PASSED);
-
+// decap4 handles an IPv4 outer header.
+static __always_inline int decap4(struct xdp_md *ctx, struct ethhdr *eth, void *end)
+{
 	struct iphdr *outer = (void *)(eth + 1);
 	if ((void *)(outer + 1) > end)
 		return verdict(DECAP_MALFORMED);
@@ -148,54 +214,56 @@ int xvs_decap(struct xdp_md *ctx)
 	if (!ip_header_ok(outer, ihl, end))
 		return verdict(DECAP_MALFORMED);
 
-	__u32 payload = tot - ihl;
-	void *inner = (void *)outer + ihl;
-	__u16 proto;
-	if (outer->protocol == IPPROTO_IPIP) {
-		struct iphdr *in = inner;
-		if ((void *)(in + 1) > end || payload < sizeof(*in))
-			return verdict(DECAP_MALFORMED);
-		if (in->version != 4 || in->ihl < 5 || bpf_ntohs(in->tot_len) > payload ||
-		    bpf_ntohs(in->tot_len) < in->ihl * 4)
-			return verdict(DECAP_MALFORMED);
-		if (!bpf_map_lookup_elem(&decap_vips, &in->daddr))
-			return verdict(DECAP_PASSED);
-		// RFC 6040: congestion marked on the outer header reaches the
-		// inner packet if it is ECN-capable (a Not-ECT inner packet is
-		// passed unmarked, where the RFC would drop it).
-		if ((outer->tos & ECN_MASK) == ECN_CE && (in->tos & ECN_MASK))
-			ipv4_set_ce(in);
-		proto = bpf_htons(ETH_P_IP);
-	} else {
-		struct ipv6hdr *in6 = inner;
-		if ((void *)(in6 + 1) > end || payload < sizeof(*in6))
-			return verdict(DECAP_MALFORMED);
-		if (in6->version != 6 ||
-		    bpf_ntohs(in6->payload_len) > payload - sizeof(*in6))
-			return verdict(DECAP_MALFORMED);
-		if (!bpf_map_lookup_elem(&decap_vips6, &in6->daddr))
-			return verdict(DECAP_PASSED);
-		// The ECN bits are the low two of the traffic class, which
-		// straddles the version byte and flow_lbl[0]: here bits 4-5.
-		if ((outer->tos & ECN_MASK) == ECN_CE && (in6->flow_lbl[0] & 0x30))
-			in6->flow_lbl[0] |= 0x30;
-		proto = bpf_htons(ETH_P_IPV6);
-	}
+	__u16 proto = 0;
+	__u32 c = open_inner((void *)outer + ihl, tot - ihl, outer->protocol,
+			     (outer->tos & ECN_MASK) == ECN_CE, end, &proto);
+	if (c != DECAP_DECAPSULATED)
+		return verdict(c);
+	return strip(ctx, eth, (int)ihl, proto);
+}
 
-	// Keep the MACs, drop the outer header, and write the Ethernet header
-	// back in front of the inner packet.
-	__u8 macs[2 * ETH_ALEN];
-	__builtin_memcpy(macs, eth, sizeof(macs));
-	if (bpf_xdp_adjust_head(ctx, (int)ihl))
-		return verdict(DECAP_PASSED);
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	eth = data;
-	if ((void *)(eth + 1) > end) // cannot happen: the inner header follows
+// decap6 handles an IPv6 outer header. Only a tunnel right behind the fixed
+// header is opened: RFC 2473 allows a tunnel encapsulation limit option
+// (a destination options header), which Linux IPVS does not send; packets
+// with any extension header are left to the stack.
+static __always_inline int decap6(struct xdp_md *ctx, struct ethhdr *eth, void *end)
+{
+	struct ipv6hdr *outer = (void *)(eth + 1);
+	if ((void *)(outer + 1) > end)
 		return verdict(DECAP_MALFORMED);
-	__builtin_memcpy(eth, macs, sizeof(macs));
-	eth->h_proto = proto;
-	return verdict(DECAP_DECAPSULATED);
+	if (outer->nexthdr != IPPROTO_IPIP && outer->nexthdr != IPPROTO_IPV6)
+		return verdict(DECAP_PASSED);
+	if (outer->version != 6)
+		return verdict(DECAP_MALFORMED);
+	__u32 plen = bpf_ntohs(outer->payload_len);
+	if ((void *)(outer + 1) + plen > end)
+		return verdict(DECAP_MALFORMED);
+	if (!bpf_map_lookup_elem(&decap_locals6, &outer->daddr))
+		return verdict(DECAP_PASSED);
+
+	// The traffic class's ECN bits are bits 4-5 of flow_lbl[0].
+	__u16 proto = 0;
+	__u32 c = open_inner(outer + 1, plen, outer->nexthdr,
+			     ((outer->flow_lbl[0] >> 4) & ECN_MASK) == ECN_CE, end, &proto);
+	if (c != DECAP_DECAPSULATED)
+		return verdict(c);
+	return strip(ctx, eth, sizeof(*outer), proto);
+}
+
+SEC("xdp")
+int xvs_decap(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return verdict(DECAP_PASSED);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return decap4(ctx, eth, end);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return decap6(ctx, eth, end);
+	return verdict(DECAP_PASSED);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

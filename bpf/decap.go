@@ -22,14 +22,14 @@ const DecapProgramName = "xvs_decap"
 // DecapCounters are the decap program's per-CPU counters summed over CPUs.
 // Every packet the program sees lands in exactly one of them.
 type DecapCounters struct {
-	Decapsulated uint64 // outer IPv4 header stripped, inner packet passed to the stack
+	Decapsulated uint64 // outer header (IPv4 or IPv6) stripped, inner packet passed to the stack
 	Passed       uint64 // not a tunnelled packet for a local VIP: passed untouched
-	Malformed    uint64 // truncated or invalid IPv4/tunnel headers: passed untouched
+	Malformed    uint64 // truncated or invalid outer or inner headers: passed untouched
 }
 
 // Decap is the real-server decap program (decap.c) and its maps: the VIPs
-// whose tunnelled packets it opens, and the host addresses tunnels must be
-// addressed to.
+// whose tunnelled packets it opens, and the host addresses (IPv4 and IPv6)
+// tunnels must be addressed to.
 type Decap struct {
 	objs decapObjects
 }
@@ -238,6 +238,8 @@ func OpenAttachedDecap(ifindex int) (*Decap, error) {
 			slot = &d.objs.DecapVips6
 		case decapMapDecapLocals:
 			slot = &d.objs.DecapLocals
+		case decapMapDecapLocals6:
+			slot = &d.objs.DecapLocals6
 		case decapMapDecapStats:
 			slot = &d.objs.DecapStats
 		}
@@ -247,7 +249,8 @@ func OpenAttachedDecap(ifindex int) (*Decap, error) {
 		}
 		*slot = m
 	}
-	if d.objs.DecapVips == nil || d.objs.DecapVips6 == nil || d.objs.DecapLocals == nil || d.objs.DecapStats == nil {
+	if d.objs.DecapVips == nil || d.objs.DecapVips6 == nil || d.objs.DecapLocals == nil ||
+		d.objs.DecapLocals6 == nil || d.objs.DecapStats == nil {
 		return fail(errors.New("maps missing: not a decap program of this version"))
 	}
 	return d, nil
@@ -303,8 +306,8 @@ func setXDP(ifindex, fd, expected int, flags uint32) error {
 
 var present = uint8(1)
 
-// AddVIP makes the program open tunnels to addr: IPv4 for IPv4-in-IPv4,
-// IPv6 for IPv6-in-IPv4.
+// AddVIP makes the program open tunnels to addr: an IPv4 VIP for IPv4 in
+// IPv4 or IPv6, an IPv6 VIP for IPv6 in IPv4 or IPv6.
 func (d *Decap) AddVIP(addr netip.Addr) error {
 	addr = addr.Unmap()
 	var err error
@@ -351,59 +354,98 @@ func (d *Decap) VIPs() ([]netip.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decap: list VIPs: %w", err)
 	}
-	var k [16]byte
-	var v uint8
-	it := d.objs.DecapVips6.Iterate()
-	for it.Next(&k, &v) {
-		v4 = append(v4, netip.AddrFrom16(k))
-	}
-	if err := it.Err(); err != nil {
+	v6, err := keys6(d.objs.DecapVips6)
+	if err != nil {
 		return nil, fmt.Errorf("decap: list IPv6 VIPs: %w", err)
 	}
+	v4 = append(v4, v6...)
 	slices.SortFunc(v4, netip.Addr.Compare)
 	return v4, nil
 }
 
 // SetLocals makes the set of host addresses that tunnels may be addressed
-// to exactly addrs (IPv4 only: the outer header is IPv4). Addresses are
-// added before stale ones go, so a kept address never disappears.
+// to exactly addrs: IPv4 addresses for tunnels with an IPv4 outer header
+// (decap_locals), IPv6 ones for an IPv6 outer header (decap_locals6).
+// Addresses are added before stale ones go, so a kept address never
+// disappears. An invalid address is refused before anything changes.
 func (d *Decap) SetLocals(addrs []netip.Addr) error {
-	want := make(map[[4]byte]bool, len(addrs))
+	want4 := make(map[[4]byte]bool, len(addrs))
+	want6 := make(map[[16]byte]bool, len(addrs))
 	for _, a := range addrs {
 		a = a.Unmap()
-		if !a.Is4() {
-			return fmt.Errorf("decap: local address %v: not IPv4", a)
+		switch {
+		case a.Is4():
+			want4[a.As4()] = true
+		case a.Is6():
+			want6[a.As16()] = true
+		default:
+			return errors.New("decap: local address: invalid address")
 		}
-		k := a.As4()
-		want[k] = true
+	}
+	for k := range want4 {
 		if err := d.objs.DecapLocals.Update(&k, &present, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("decap: add local address %v: %w", a, err)
+			return fmt.Errorf("decap: add local address %v: %w", netip.AddrFrom4(k), err)
 		}
 	}
-	have, err := keys4(d.objs.DecapLocals)
-	if err != nil {
-		return fmt.Errorf("decap: list local addresses: %w", err)
+	for k := range want6 {
+		if err := d.objs.DecapLocals6.Update(&k, &present, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("decap: add local address %v: %w", netip.AddrFrom16(k), err)
+		}
 	}
-	for _, a := range have {
+	have4, err := keys4(d.objs.DecapLocals)
+	if err != nil {
+		return fmt.Errorf("decap: list local IPv4 addresses: %w", err)
+	}
+	for _, a := range have4 {
 		k := a.As4()
-		if want[k] {
+		if want4[k] {
 			continue
 		}
 		if err := d.objs.DecapLocals.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("decap: delete local address %v: %w", a, err)
 		}
 	}
+	have6, err := keys6(d.objs.DecapLocals6)
+	if err != nil {
+		return fmt.Errorf("decap: list local IPv6 addresses: %w", err)
+	}
+	for _, a := range have6 {
+		k := a.As16()
+		if want6[k] {
+			continue
+		}
+		if err := d.objs.DecapLocals6.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("decap: delete local address %v: %w", a, err)
+		}
+	}
 	return nil
 }
 
-// Locals lists the host addresses tunnels may be addressed to, sorted.
+// Locals lists the host addresses tunnels may be addressed to, IPv4 and
+// IPv6, sorted.
 func (d *Decap) Locals() ([]netip.Addr, error) {
 	l, err := keys4(d.objs.DecapLocals)
 	if err != nil {
-		return nil, fmt.Errorf("decap: list local addresses: %w", err)
+		return nil, fmt.Errorf("decap: list local IPv4 addresses: %w", err)
 	}
+	l6, err := keys6(d.objs.DecapLocals6)
+	if err != nil {
+		return nil, fmt.Errorf("decap: list local IPv6 addresses: %w", err)
+	}
+	l = append(l, l6...)
 	slices.SortFunc(l, netip.Addr.Compare)
 	return l, nil
+}
+
+func keys6(m *ebpf.Map) ([]netip.Addr, error) {
+	var out []netip.Addr
+	var k [16]byte
+	var v uint8
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, netip.AddrFrom16(k))
+	}
+	return out, it.Err()
 }
 
 func keys4(m *ebpf.Map) ([]netip.Addr, error) {

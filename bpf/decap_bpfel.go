@@ -25,11 +25,12 @@ type decapIn6Addr struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	decapMapDecapLocals = "decap_locals"
-	decapMapDecapStats  = "decap_stats"
-	decapMapDecapVips   = "decap_vips"
-	decapMapDecapVips6  = "decap_vips6"
-	decapProgXvsDecap   = "xvs_decap"
+	decapMapDecapLocals  = "decap_locals"
+	decapMapDecapLocals6 = "decap_locals6"
+	decapMapDecapStats   = "decap_stats"
+	decapMapDecapVips    = "decap_vips"
+	decapMapDecapVips6   = "decap_vips6"
+	decapProgXvsDecap    = "xvs_decap"
 )
 
 // loadDecap returns the embedded CollectionSpec for decap.
@@ -81,10 +82,11 @@ type decapProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type decapMapSpecs struct {
-	DecapLocals *ebpf.MapSpec `ebpf:"decap_locals"`
-	DecapStats  *ebpf.MapSpec `ebpf:"decap_stats"`
-	DecapVips   *ebpf.MapSpec `ebpf:"decap_vips"`
-	DecapVips6  *ebpf.MapSpec `ebpf:"decap_vips6"`
+	DecapLocals  *ebpf.MapSpec `ebpf:"decap_locals"`
+	DecapLocals6 *ebpf.MapSpec `ebpf:"decap_locals6"`
+	DecapStats   *ebpf.MapSpec `ebpf:"decap_stats"`
+	DecapVips    *ebpf.MapSpec `ebpf:"decap_vips"`
+	DecapVips6   *ebpf.MapSpec `ebpf:"decap_vips6"`
 }
 
 // decapVariableSpecs contains global variables before they are loaded into the kernel.
@@ -113,15 +115,17 @@ func (o *decapObjects) Close() error {
 //
 // It can be passed to loadDecapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type decapMaps struct {
-	DecapLocals *ebpf.Map `ebpf:"decap_locals"`
-	DecapStats  *ebpf.Map `ebpf:"decap_stats"`
-	DecapVips   *ebpf.Map `ebpf:"decap_vips"`
-	DecapVips6  *ebpf.Map `ebpf:"decap_vips6"`
+	DecapLocals  *ebpf.Map `ebpf:"decap_locals"`
+	DecapLocals6 *ebpf.Map `ebpf:"decap_locals6"`
+	DecapStats   *ebpf.Map `ebpf:"decap_stats"`
+	DecapVips    *ebpf.Map `ebpf:"decap_vips"`
+	DecapVips6   *ebpf.Map `ebpf:"decap_vips6"`
 }
 
 func (m *decapMaps) Close() error {
 	return _DecapClose(
 		m.DecapLocals,
+		m.DecapLocals6,
 		m.DecapStats,
 		m.DecapVips,
 		m.DecapVips6,

@@ -86,6 +86,16 @@ func TestDecapAttachments(t *testing.T) {
 			if err != nil {
 				return err
 			}
+			// Both locals maps are found by name, the IPv6 one included.
+			locals, err := d2.Locals()
+			if err != nil {
+				d2.Close()
+				return err
+			}
+			if want := []netip.Addr{decapLocal, decapLocal6}; !dcEqualAddrs(locals, want) {
+				d2.Close()
+				return fmt.Errorf("Locals after reopening = %v, want %v", locals, want)
+			}
 			extra := netip.MustParseAddr("198.18.0.102")
 			err = d2.AddVIP(extra)
 			d2.Close()

@@ -30,6 +30,9 @@ var (
 	decapClient  = netip.MustParseAddr("198.18.0.10")
 	decapClient6 = netip.MustParseAddr("2001:db8::10")
 	decapDir     = netip.MustParseAddr("198.18.0.2")
+	decapLocal6  = netip.MustParseAddr("2001:db8::11") // the real server's own IPv6 address
+	decapOther6  = netip.MustParseAddr("2001:db8::12")
+	decapDir6    = netip.MustParseAddr("2001:db8::2")
 	dcDirMAC     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
 	dcRSMAC      = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x11}
 )
@@ -51,7 +54,7 @@ func dcLoadForTest(tb testing.TB) *Decap {
 			tb.Fatal(err)
 		}
 	}
-	if err := d.SetLocals([]netip.Addr{decapLocal}); err != nil {
+	if err := d.SetLocals([]netip.Addr{decapLocal, decapLocal6}); err != nil {
 		tb.Fatal(err)
 	}
 	return d
@@ -112,6 +115,16 @@ func dcTunnelTOS(tb testing.TB, outerDst netip.Addr, inner []byte, proto layers.
 	ip := dcIP4(decapDir, outerDst, proto)
 	ip.TOS = tos
 	return dcSerialize(tb, dcEth(layers.EthernetTypeIPv4), ip, gopacket.Payload(inner))
+}
+
+// dcTunnel6 wraps inner in Ethernet + an outer IPv6 header to outerDst
+// with the given next header and traffic class, as the director's 4in6 and
+// 6in6 (RFC 2473) do.
+func dcTunnel6(tb testing.TB, outerDst netip.Addr, inner []byte, next layers.IPProtocol, tc uint8) []byte {
+	tb.Helper()
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: next, TrafficClass: tc,
+		SrcIP: decapDir6.AsSlice(), DstIP: outerDst.AsSlice()}
+	return dcSerialize(tb, dcEth(layers.EthernetTypeIPv6), ip, gopacket.Payload(inner))
 }
 
 // decapsulated is what the program should produce from a tunnelled frame:
@@ -216,6 +229,78 @@ func decapCases(tb testing.TB) []decapCase {
 		{"6in4 CE outer marks ECT(1) inner", dcTunnelTOS(tb, decapLocal, dcInnerUDPTOS(tb, decapVIP6, 0xb8|ect1), layers.IPProtocolIPv6, ce),
 			dcDecapsulated(dcInnerUDPTOS(tb, decapVIP6, 0xb8|ce), layers.EthernetTypeIPv6), "decapsulated"},
 	}
+	// IPv6 outer header (4in6, 6in6).
+	in4over6 := dcTunnel6(tb, decapLocal6, in4, layers.IPProtocolIPv4, 0)
+	in6over6 := dcTunnel6(tb, decapLocal6, in6, layers.IPProtocolIPv6, 0)
+	// Next headers other than 4 and 41: hop-by-hop (0), destination options
+	// (60, where RFC 2473's encapsulation limit goes), routing (43). The
+	// payload is the tunnelled packet all the same: the program must look
+	// no further.
+	withNext := func(next byte) []byte {
+		f := bytes.Clone(in4over6)
+		f[14+6] = next
+		return f
+	}
+	// payload_len claiming one byte more than the frame holds.
+	longOuter6 := bytes.Clone(in4over6)
+	binary.BigEndian.PutUint16(longOuter6[14+4:], uint16(len(in4)+1))
+	// payload_len shorter than the inner packet, the frame intact.
+	shortPlen6 := bytes.Clone(in4over6)
+	binary.BigEndian.PutUint16(shortPlen6[14+4:], uint16(len(in4)-1))
+	shortPlen66 := bytes.Clone(in6over6)
+	binary.BigEndian.PutUint16(shortPlen66[14+4:], uint16(len(in6)-1))
+	// payload_len too short for even the inner header.
+	tinyPlen6 := bytes.Clone(in4over6)
+	binary.BigEndian.PutUint16(tinyPlen6[14+4:], 12)
+	zeroPlen6 := bytes.Clone(in4over6)
+	binary.BigEndian.PutUint16(zeroPlen6[14+4:], 0)
+	// Version 4 in an IPv6 EtherType frame.
+	badVersion6 := bytes.Clone(in4over6)
+	badVersion6[14] = 0x40 | badVersion6[14]&0x0f
+	padded6 := append(bytes.Clone(in6over6), make([]byte, 8)...)
+	// A plain IPv6 UDP datagram to the VIP: not a tunnel.
+	plain6 := dcSerialize(tb, dcEth(layers.EthernetTypeIPv6), gopacket.Payload(in6))
+	ecn6 := []decapCase{
+		{"4in6 CE outer marks ECT(0) inner", dcTunnel6(tb, decapLocal6, dcInnerUDPTOS(tb, decapVIP, 0x28|ect0), layers.IPProtocolIPv4, 0xb8|ce),
+			dcDecapsulated(dcInnerUDPTOS(tb, decapVIP, 0x28|ce), layers.EthernetTypeIPv4), "decapsulated"},
+		{"4in6 CE outer marks ECT(1) inner", dcTunnel6(tb, decapLocal6, dcInnerUDPTOS(tb, decapVIP, ect1), layers.IPProtocolIPv4, ce),
+			dcDecapsulated(dcInnerUDPTOS(tb, decapVIP, ce), layers.EthernetTypeIPv4), "decapsulated"},
+		{"4in6 CE outer leaves Not-ECT inner", dcTunnel6(tb, decapLocal6, dcInnerUDPTOS(tb, decapVIP, 0x28), layers.IPProtocolIPv4, ce),
+			dcDecapsulated(dcInnerUDPTOS(tb, decapVIP, 0x28), layers.EthernetTypeIPv4), "decapsulated"},
+		{"4in6 ECT outer leaves ECT inner", dcTunnel6(tb, decapLocal6, dcInnerUDPTOS(tb, decapVIP, ect1), layers.IPProtocolIPv4, ect0),
+			dcDecapsulated(dcInnerUDPTOS(tb, decapVIP, ect1), layers.EthernetTypeIPv4), "decapsulated"},
+		{"6in6 CE outer marks ECT(0) inner", dcTunnel6(tb, decapLocal6, dcInnerUDPTOS(tb, decapVIP6, 0xb8|ect0), layers.IPProtocolIPv6, 0x20|ce),
+			dcDecapsulated(dcInnerUDPTOS(tb, decapVIP6, 0xb8|ce), layers.EthernetTypeIPv6), "decapsulated"},
+		{"6in6 CE outer leaves Not-ECT inner", dcTunnel6(tb, decapLocal6, dcInnerUDPTOS(tb, decapVIP6, 0xb8), layers.IPProtocolIPv6, ce),
+			dcDecapsulated(dcInnerUDPTOS(tb, decapVIP6, 0xb8), layers.EthernetTypeIPv6), "decapsulated"},
+		{"6in6 ECT outer leaves ECT inner", dcTunnel6(tb, decapLocal6, dcInnerUDPTOS(tb, decapVIP6, ect0), layers.IPProtocolIPv6, ect1),
+			dcDecapsulated(dcInnerUDPTOS(tb, decapVIP6, ect0), layers.EthernetTypeIPv6), "decapsulated"},
+	}
+	ecn = append(ecn, ecn6...)
+	ecn = append(ecn, []decapCase{
+		{"4in6 to VIP", in4over6, dcDecapsulated(in4, layers.EthernetTypeIPv4), "decapsulated"},
+		{"6in6 to VIP", in6over6, dcDecapsulated(in6, layers.EthernetTypeIPv6), "decapsulated"},
+		{"6in6 padded frame", padded6, append(dcDecapsulated(in6, layers.EthernetTypeIPv6), make([]byte, 8)...), "decapsulated"},
+		{"4in6 to non-VIP", dcTunnel6(tb, decapLocal6, dcInnerUDP(tb, decapNotVIP), layers.IPProtocolIPv4, 0), nil, "passed"},
+		{"6in6 to non-VIP", dcTunnel6(tb, decapLocal6, dcInnerUDP(tb, decapNotVIP6), layers.IPProtocolIPv6, 0), nil, "passed"},
+		{"4in6 to another host", dcTunnel6(tb, decapOther6, in4, layers.IPProtocolIPv4, 0), nil, "passed"},
+		{"6in6 to another host", dcTunnel6(tb, decapOther6, in6, layers.IPProtocolIPv6, 0), nil, "passed"},
+		// The host's IPv4 address written as IPv4-mapped is not an IPv6 local.
+		{"4in6 to a mapped IPv4 local", dcTunnel6(tb, netip.AddrFrom16(decapLocal.As16()), in4, layers.IPProtocolIPv4, 0), nil, "passed"},
+		{"ipv6 next header 0 (hop-by-hop)", withNext(0), nil, "passed"},
+		{"ipv6 next header 60 (destination options)", withNext(60), nil, "passed"},
+		{"ipv6 next header 43 (routing)", withNext(43), nil, "passed"},
+		{"plain udp over ipv6 to VIP", plain6, nil, "passed"},
+		{"truncated outer ipv6 header", in4over6[:14+39], nil, "malformed"},
+		{"outer ipv6 version 4", badVersion6, nil, "malformed"},
+		{"outer payload_len longer than frame", longOuter6, nil, "malformed"},
+		{"4in6 payload_len shorter than inner", shortPlen6, nil, "malformed"},
+		{"6in6 payload_len shorter than inner", shortPlen66, nil, "malformed"},
+		{"4in6 payload_len shorter than inner header", tinyPlen6, nil, "malformed"},
+		{"4in6 payload_len 0", zeroPlen6, nil, "malformed"},
+		{"4in6 truncated inner header", dcTunnel6(tb, decapLocal6, in4[:12], layers.IPProtocolIPv4, 0), nil, "malformed"},
+		{"6in6 truncated inner header", dcTunnel6(tb, decapLocal6, in6[:30], layers.IPProtocolIPv6, 0), nil, "malformed"},
+	}...)
 	return append(ecn, []decapCase{
 		{"ipip to VIP", ipip, dcDecapsulated(in4, layers.EthernetTypeIPv4), "decapsulated"},
 		{"ipip with outer options", withOpts, dcDecapsulated(in4, layers.EthernetTypeIPv4), "decapsulated"},
@@ -357,11 +442,63 @@ func TestDecapVIPAndLocalSets(t *testing.T) {
 	if _, got, _ := dcRun(t, d, frame); bytes.Equal(got, frame) {
 		t.Errorf("with %v local again the frame was not decapsulated", decapLocal)
 	}
-	if err := d.SetLocals([]netip.Addr{decapVIP6}); err == nil {
-		t.Errorf("SetLocals accepted an IPv6 address")
+	if err := d.SetLocals([]netip.Addr{decapLocal, netip.Addr{}}); err == nil {
+		t.Errorf("SetLocals accepted the zero Addr")
+	}
+	if locals, err := d.Locals(); err != nil || !dcEqualAddrs(locals, []netip.Addr{decapLocal, decapOther}) {
+		t.Errorf("after a refused SetLocals, Locals() = %v, %v; want them unchanged", locals, err)
 	}
 	if err := d.AddVIP(netip.Addr{}); err == nil {
 		t.Errorf("AddVIP accepted the zero Addr")
+	}
+}
+
+// TestDecapLocals6: IPv6 addresses given to SetLocals go to the IPv6 set,
+// which decides which IPv6-outer tunnels are opened, and IPv4 ones do not
+// open IPv6 tunnels (nor the reverse).
+func TestDecapLocals6(t *testing.T) {
+	d := dcLoadForTest(t)
+	in6 := dcTunnel6(t, decapLocal6, dcInnerUDP(t, decapVIP6), layers.IPProtocolIPv6, 0)
+	in4 := dcTunnel(t, decapLocal, dcInnerUDP(t, decapVIP), layers.IPProtocolIPv4)
+	for _, tc := range []struct {
+		name         string
+		locals       []netip.Addr
+		want         []netip.Addr // Locals() afterwards
+		open4, open6 bool
+	}{
+		{"both", []netip.Addr{decapLocal6, decapLocal}, []netip.Addr{decapLocal, decapLocal6}, true, true},
+		{"ipv4 only", []netip.Addr{decapLocal}, []netip.Addr{decapLocal}, true, false},
+		{"ipv6 only", []netip.Addr{decapOther6, decapLocal6}, []netip.Addr{decapLocal6, decapOther6}, false, true},
+		{"other ipv6", []netip.Addr{decapOther6, decapOther}, []netip.Addr{decapOther, decapOther6}, false, false},
+		// An IPv4-mapped IPv6 address is the IPv4 address.
+		{"mapped", []netip.Addr{netip.AddrFrom16(decapLocal.As16())}, []netip.Addr{decapLocal}, true, false},
+		{"none", nil, nil, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := d.SetLocals(tc.locals); err != nil {
+				t.Fatal(err)
+			}
+			got, err := d.Locals()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !dcEqualAddrs(got, tc.want) {
+				t.Errorf("Locals() = %v, want %v", got, tc.want)
+			}
+			for _, f := range []struct {
+				name  string
+				frame []byte
+				open  bool
+			}{{"ipip", in4, tc.open4}, {"6in6", in6, tc.open6}} {
+				_, out, delta := dcRun(t, d, f.frame)
+				if opened := !bytes.Equal(out, f.frame); opened != f.open {
+					t.Errorf("%s: opened = %v, want %v", f.name, opened, f.open)
+				}
+				if want := map[bool]uint64{true: 1}[f.open]; delta.Decapsulated != want || delta.Passed != 1-want {
+					t.Errorf("%s: counters rose by %+v", f.name, delta)
+				}
+			}
+		})
 	}
 }
 
@@ -377,12 +514,22 @@ func dcEqualAddrs(a, b []netip.Addr) bool {
 	return true
 }
 
-// refDecap is a slow, plain reading of decap.c's rules: the frame the stack
+// dcRef is a slow, plain reading of decap.c's rules: the frame the stack
 // should receive and the counter that should rise.
 func dcRef(frame []byte) ([]byte, string) {
-	if len(frame) < 14 || binary.BigEndian.Uint16(frame[12:]) != 0x0800 {
+	if len(frame) < 14 {
 		return frame, "passed"
 	}
+	switch binary.BigEndian.Uint16(frame[12:]) {
+	case 0x0800:
+		return dcRef4(frame)
+	case 0x86dd:
+		return dcRef6(frame)
+	}
+	return frame, "passed"
+}
+
+func dcRef4(frame []byte) ([]byte, string) {
 	ip := frame[14:]
 	if len(ip) < 20 {
 		return frame, "malformed"
@@ -415,10 +562,38 @@ func dcRef(frame []byte) ([]byte, string) {
 	if sum != 0xffff {
 		return frame, "malformed"
 	}
-	inner := ip[ihl:]
-	payload := tot - ihl
+	return dcRefInner(frame, ihl, tot-ihl, proto, ip[1]&3 == 3)
+}
+
+func dcRef6(frame []byte) ([]byte, string) {
+	ip := frame[14:]
+	if len(ip) < 40 {
+		return frame, "malformed"
+	}
+	next := ip[6]
+	if next != 4 && next != 41 {
+		return frame, "passed"
+	}
+	if ip[0]>>4 != 6 {
+		return frame, "malformed"
+	}
+	plen := int(binary.BigEndian.Uint16(ip[4:]))
+	if plen > len(ip)-40 {
+		return frame, "malformed"
+	}
+	if netip.AddrFrom16([16]byte(ip[24:40])) != decapLocal6 {
+		return frame, "passed"
+	}
+	tc := binary.BigEndian.Uint16(ip[0:]) >> 4 & 0xff
+	return dcRefInner(frame, 40, plen, next, tc&3 == 3)
+}
+
+// dcRefInner judges the inner packet behind an outer header of hdrlen
+// bytes carrying payload bytes with protocol / next header next.
+func dcRefInner(frame []byte, hdrlen, payload int, next byte, ce bool) ([]byte, string) {
+	inner := frame[14+hdrlen:]
 	var etype uint16
-	if proto == 4 {
+	if next == 4 {
 		if len(inner) < 20 || payload < 20 {
 			return frame, "malformed"
 		}
@@ -430,7 +605,7 @@ func dcRef(frame []byte) ([]byte, string) {
 			return frame, "passed"
 		}
 		etype = 0x0800
-		if ip[1]&3 == 3 && inner[1]&3 != 0 {
+		if ce && inner[1]&3 != 0 {
 			valid := dcChecksumOK(inner[:int(inner[0]&0x0f)*4])
 			inner = bytes.Clone(inner)
 			old := binary.BigEndian.Uint16(inner[0:])
@@ -459,12 +634,12 @@ func dcRef(frame []byte) ([]byte, string) {
 			return frame, "passed"
 		}
 		etype = 0x86dd
-		if tc := binary.BigEndian.Uint16(inner[0:]) >> 4 & 0xff; ip[1]&3 == 3 && tc&3 != 0 {
+		if tc := binary.BigEndian.Uint16(inner[0:]) >> 4 & 0xff; ce && tc&3 != 0 {
 			inner = bytes.Clone(inner)
 			inner[1] |= 0x30
 		}
 	}
-	out := make([]byte, 0, len(frame)-ihl)
+	out := make([]byte, 0, len(frame)-hdrlen)
 	out = append(out, frame[:12]...)
 	out = binary.BigEndian.AppendUint16(out, etype)
 	return append(out, inner...), "decapsulated"
@@ -500,7 +675,7 @@ func TestDecapMatchesReference(t *testing.T) {
 		for range 1 + r.IntN(3) {
 			switch r.IntN(4) {
 			case 0: // flip a header byte, where the decisions are made
-				f[r.IntN(min(len(f), 14+20+40))] ^= byte(1 << r.IntN(8))
+				f[r.IntN(min(len(f), 14+40+40))] ^= byte(1 << r.IntN(8))
 			case 1:
 				f[r.IntN(len(f))] = byte(r.IntN(256))
 			case 2: // truncate, keeping an Ethernet header
@@ -559,13 +734,14 @@ func BenchmarkDecap(b *testing.B) {
 	plainUDP.SetNetworkLayerForChecksum(plainIP)
 	frames := map[string][]byte{
 		"ipip":  dcTunnel(b, decapLocal, dcInnerUDP(b, decapVIP), layers.IPProtocolIPv4),
+		"6in6":  dcTunnel6(b, decapLocal6, dcInnerUDP(b, decapVIP6), layers.IPProtocolIPv6, 0),
 		"plain": dcSerialize(b, dcEth(layers.EthernetTypeIPv4), plainIP, plainUDP, gopacket.Payload("x")),
 	}
 	// One test run per iteration: with Repeat the kernel reruns the program
 	// on the already decapsulated buffer, so only the first run would decap.
 	// The syscall dominates; "plain" in the same run is the baseline, and the
 	// difference is the decap path's cost.
-	for _, name := range []string{"plain", "ipip"} {
+	for _, name := range []string{"plain", "ipip", "6in6"} {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			opts := dcRunOpts(frames[name])

@@ -145,6 +145,15 @@ func New(cfg Config) (_ *Dataplane, err error) {
 				}
 			}
 		}
+		if addrs, err := netlink.AddrList(l, netlink.FAMILY_V6); err == nil {
+			for _, ad := range addrs {
+				ip, ok := netip.AddrFromSlice(ad.IP)
+				if ok && ip.Is6() && !ip.Is4In6() && ip.IsGlobalUnicast() && ad.Flags&(unix.IFA_F_DADFAILED|unix.IFA_F_DEPRECATED) == 0 {
+					pi.src6, pi.has6 = ip.As16(), true
+					break
+				}
+			}
+		}
 		dp.ifaces = append(dp.ifaces, ifc)
 		dp.ports = append(dp.ports, pi)
 		nifs = append(nifs, &net.Interface{Index: a.Index, Name: name, HardwareAddr: a.HardwareAddr, MTU: a.MTU})

@@ -14,6 +14,8 @@ type portInfo struct {
 	mac  [6]byte
 	src4 [4]byte // the interface's primary IPv4 address (TUN outer source)
 	has4 bool
+	src6 [16]byte // its first global IPv6 address (TUN outer source)
+	has6 bool
 	mtu  int
 }
 

@@ -139,6 +139,108 @@ func TestForwardTUN(t *testing.T) {
 	}
 }
 
+// TestForwardTUNIPv6Outer: real servers with IPv6 addresses get an outer
+// IPv6 header (RFC 2473, as IPVS's ip6_tnl tunnels), for IPv4 (4in6) and
+// IPv6 (6in6) VIPs: every field of it, the Ethernet type, the inner packet
+// unchanged but for its TTL; the source is the route's preferred one when
+// the route has one, else the port's address, and without either the
+// packet is refused; the MTU check counts 40 bytes.
+func TestForwardTUNIPv6Outer(t *testing.T) {
+	rsA, rsB := netip.MustParseAddr("2001:db8::11"), netip.MustParseAddr("2001:db8::12")
+	dir6, routeSrc := netip.MustParseAddr("2001:db8::2"), netip.MustParseAddr("2001:db8::99")
+	svc := func(vip netip.Addr) ServiceConfig {
+		return ServiceConfig{Key: ServiceKey{Addr: vip, Proto: ProtoTCP, Port: 80}, Method: TUN, Scheduler: "rr", Active: true,
+			Dests: []DestConfig{{Addr: rsA, Weight: 1, Up: true, MAC: macRS1}, {Addr: rsB, Weight: 1, Up: true, MAC: macRS2}}}
+	}
+	for _, c := range []struct {
+		name     string
+		port6    bool       // the port has an IPv6 address
+		src      netip.Addr // the route's preferred source, if valid
+		mtu      int
+		wantSrc  netip.Addr
+		wantDrop DropReason
+		wantICMP bool
+		payload  int
+	}{
+		{name: "port address", port6: true, wantSrc: dir6, payload: 100},
+		{name: "route source", port6: true, src: routeSrc, wantSrc: routeSrc, payload: 100},
+		{name: "route source only", src: routeSrc, wantSrc: routeSrc, payload: 100},
+		{name: "no IPv6 source", wantDrop: DropMethod, payload: 100},
+		{name: "too big", port6: true, mtu: 1400, wantICMP: true, payload: 1400 - 40 - 40 + 1},
+	} {
+		p := newTestPlane(t, 1024)
+		p.f.ports[0].src6, p.f.ports[0].has6 = dir6.As16(), c.port6
+		p.hops = func(netip.Addr) (nextHop, bool) { return nextHop{Port: 0, MTU: c.mtu, Src: c.src}, true }
+		p.publish(svc(vip4), svc(vip6))
+		now := p.table.Now()
+		for _, inner := range []struct {
+			name  string
+			spec  frameSpec
+			proto byte
+		}{
+			{"4in6", frameSpec{src: client4, dst: vip4, proto: ProtoTCP, sport: 1000, dport: 80, flags: TCPSyn, payload: c.payload}, protoIPIP},
+			{"6in6", frameSpec{src: client6, dst: vip6, proto: ProtoTCP, sport: 1000, dport: 80, flags: TCPSyn, payload: c.payload - 20}, protoIPv6},
+		} {
+			what := c.name + ", " + inner.name
+			fr := buildFrame(t, inner.spec)
+			ip := fr[14:]
+			if ip[0]>>4 == 4 {
+				ip[1] = 0xB8 // a traffic class to copy (EF)
+				fr = withTTL(fr, 14, fr[22])
+			} else {
+				binary.BigEndian.PutUint32(ip[0:], 6<<28|0xB8<<20|0x12345)
+			}
+			buf := withHeadroom(fr)
+			out, r := p.f.processAt(buf, headr, len(fr), p.snap, now)
+			if c.wantDrop != DropNone {
+				if r != c.wantDrop {
+					t.Errorf("%s: %v, want %v", what, r, c.wantDrop)
+				}
+				continue
+			}
+			if r != DropNone {
+				t.Fatalf("%s: %v", what, r)
+			}
+			got := buf[out.off : out.off+out.n]
+			if c.wantICMP {
+				var gp Packet
+				Parse(got, &gp)
+				ic := got[gp.L4:gp.End]
+				mtu := -1
+				if inner.proto == protoIPIP && ic[0] == 3 && ic[1] == 4 {
+					mtu = int(binary.BigEndian.Uint16(ic[6:]))
+				} else if inner.proto == protoIPv6 && ic[0] == 2 {
+					mtu = int(binary.BigEndian.Uint32(ic[4:]))
+				}
+				if mtu != c.mtu-40 {
+					t.Errorf("%s: answer announces MTU %d, want %d", what, mtu, c.mtu-40)
+				}
+				continue
+			}
+			if out.port != 0 || out.off != headr-40 || out.n != len(fr)+40 {
+				t.Fatalf("%s: out %+v, want %d bytes at %d", what, out, len(fr)+40, headr-40)
+			}
+			if !(bytes.Equal(got[0:6], macRS1) || bytes.Equal(got[0:6], macRS2)) || !bytes.Equal(got[6:12], macDir) ||
+				binary.BigEndian.Uint16(got[12:]) != etherTypeIPv6 {
+				t.Errorf("%s: Ethernet header % x", what, got[:14])
+			}
+			oh := got[14:54]
+			w := binary.BigEndian.Uint32(oh[0:])
+			if w>>28 != 6 || (w>>20)&0xFF != 0xB8 || w&0xFFFFF != 0 || int(binary.BigEndian.Uint16(oh[4:])) != len(fr)-14 ||
+				oh[6] != inner.proto || oh[7] != 64 {
+				t.Errorf("%s: outer header % x", what, oh[:8])
+			}
+			src, dst := netip.AddrFrom16([16]byte(oh[8:24])), netip.AddrFrom16([16]byte(oh[24:40]))
+			if src != c.wantSrc || (dst != rsA && dst != rsB) {
+				t.Errorf("%s: outer %s → %s, want %s → a real server", what, src, dst, c.wantSrc)
+			}
+			if !bytes.Equal(got[54:], hopped(fr, 14)[14:]) {
+				t.Errorf("%s: inner packet changed beyond its TTL", what)
+			}
+		}
+	}
+}
+
 func TestForwardTUNTooBig(t *testing.T) {
 	p := newTestPlane(t, 1024)
 	p.hops = hopsOnPort1(1400)
@@ -740,9 +842,15 @@ func FuzzProcessModes(f *testing.F) {
 	quoted := append([]byte(nil), req[14:]...)
 	copy(quoted[16:20], rip1.AsSlice())
 	f.Add(icmpErrorFrame(f, rip1, client4, quoted), true)
+	f.Add(buildFrame(f, frameSpec{src: client4, dst: vip4, proto: ProtoTCP, sport: 1, dport: 81, flags: TCPSyn, payload: 1300}), false)
 	p := newTestPlane(f, 1024)
 	p.hops = hopsOnPort1(1400)
-	p.publish(tunService(vip4), tunService(vip6), natService(vip4, ProtoUDP, 53, 5353, rip1))
+	p.f.ports[0].src6, p.f.ports[0].has6 = netip.MustParseAddr("2001:db8::2").As16(), true
+	// Port 81: TUN to IPv6 real servers (4in6).
+	tun6 := tunService(vip4)
+	tun6.Key.Port = 81
+	tun6.Dests = []DestConfig{{Addr: netip.MustParseAddr("2001:db8::11"), Weight: 1, Up: true, MAC: macRS1}}
+	p.publish(tunService(vip4), tunService(vip6), tun6, natService(vip4, ProtoUDP, 53, 5353, rip1))
 	// The request that the reply seeds belong to.
 	if _, r := p.f.processAt(append([]byte(nil), req...), 0, len(req), p.snap, p.table.Now()); r != DropNone {
 		f.Fatal(r)
@@ -764,8 +872,11 @@ func FuzzProcessModes(f *testing.F) {
 		fr := buf[out.off : out.off+out.n]
 		r = Parse(fr, &q)
 		if r == DropL4Proto && (q.Proto == protoIPIP || q.Proto == protoIPv6) {
-			if Checksum(fr[q.L3:q.L3+ipv4MinHeader], 0) != 0 {
+			if !q.IPv6 && Checksum(fr[q.L3:q.L3+ipv4MinHeader], 0) != 0 {
 				t.Fatal("tunnel header checksum wrong")
+			}
+			if q.IPv6 && int(binary.BigEndian.Uint16(fr[q.L3+4:]))+ipv6HeaderLen != len(fr)-int(q.L3) {
+				t.Fatal("IPv6 tunnel header's payload length is not the inner packet's")
 			}
 			return
 		}

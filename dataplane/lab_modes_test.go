@@ -315,8 +315,17 @@ type tunLab struct {
 }
 
 func newTUNLab(t *testing.T, extraVIP ...netip.Addr) *tunLab {
+	return newTUNLabWith(t, nil, extraVIP...)
+}
+
+// newTUNLabWith is newTUNLab with pre run on the topology first, before
+// xvs-rs reads the real servers' addresses and the dataplane its port's.
+func newTUNLabWith(t *testing.T, pre func(*netlab.Topology), extraVIP ...netip.Addr) *tunLab {
 	netlab.Require(t)
 	topo := netlab.Standard(t)
+	if pre != nil {
+		pre(topo)
+	}
 	l := &tunLab{topo: topo}
 	var srv [2]*labserver.Server
 	for i, h := range []*netlab.Host{topo.RS1, topo.RS2} {
@@ -580,6 +589,68 @@ func TestLabTUNIPv6(t *testing.T) {
 	names := map[string]bool{}
 	for i := range 6 {
 		reply, err := labserver.UDPEcho(l.topo.Client, netip.AddrPortFrom(vip, 5353), fmt.Sprint("ping", i), time.Second)
+		if err != nil {
+			t.Fatalf("udp echo %d: %v", i, err)
+		}
+		name, _, _ := strings.Cut(reply, " ")
+		names[name] = true
+	}
+	if !names["rs1-v6"] || !names["rs2-v6"] {
+		t.Errorf("udp echoes came from %v, want both real servers", names)
+	}
+}
+
+// TestLabTUNIPv6Outer: real servers reached over IPv6 only. The director
+// tunnels in an outer IPv6 header (4in6 for the IPv4 VIP, 6in6 for the
+// IPv6 one), the real servers' decap program (xvs-rs --tun, XDP) opens
+// it, and they answer the client directly; HTTP and UDP both ways, both
+// real servers serve, they see the client's own address.
+func TestLabTUNIPv6Outer(t *testing.T) {
+	vip6 := netip.MustParseAddr("2001:db8::100")
+	rs6 := []netip.Addr{netip.MustParseAddr("2001:db8::11"), netip.MustParseAddr("2001:db8::12")}
+	client6 := netip.MustParseAddr("2001:db8::10")
+	l := newTUNLabWith(t, func(topo *netlab.Topology) {
+		topo.Client.Run(t, "ip", "-6", "addr", "add", client6.String()+"/64", "dev", "eth0", "nodad")
+		topo.Dir1.Run(t, "ip", "-6", "addr", "add", "2001:db8::2/64", "dev", "eth0", "nodad")
+		topo.Dir1.Run(t, "ip", "-6", "addr", "add", vip6.String()+"/128", "dev", "eth0", "nodad")
+		for i, h := range []*netlab.Host{topo.RS1, topo.RS2} {
+			h.Run(t, "ip", "-6", "addr", "add", rs6[i].String()+"/64", "dev", "eth0", "nodad")
+		}
+	}, vip6)
+	var srv [2]*labserver.Server
+	for i, h := range []*netlab.Host{l.topo.RS1, l.topo.RS2} {
+		srv[i] = labserver.Start(t, h, h.Base+"-v6", 8080, netip.AddrPortFrom(vip6, 5353))
+	}
+	dests := []DestConfig{{Addr: rs6[0], Weight: 1, Up: true}, {Addr: rs6[1], Weight: 1, Up: true}}
+	var svcs []ServiceConfig
+	for _, k := range []ServiceKey{
+		{Addr: netlab.VIP, Proto: ProtoTCP, Port: 80}, {Addr: netlab.VIP, Proto: ProtoUDP, Port: 53},
+		{Addr: vip6, Proto: ProtoTCP, Port: 8080}, {Addr: vip6, Proto: ProtoUDP, Port: 5353},
+	} {
+		svcs = append(svcs, ServiceConfig{Key: k, Method: TUN, Scheduler: "rr", Active: true, Dests: dests})
+	}
+	if err := l.dp.SetServices(svcs); err != nil {
+		t.Fatal(err)
+	}
+	waitResolved(t, l.dp)
+	defer logDrops(t, l.dp)
+
+	// 4in6: the IPv4 VIP.
+	const n = 100
+	checkSplit(t, "TUN 4in6 HTTP", tally(t, l.topo.Client, netip.AddrPortFrom(netlab.VIP, 80), n), n)
+	checkPeers(t, netlab.ClientAddr, l.rs1, l.rs2)
+	udpBoth(t, l.topo.Client, netip.AddrPortFrom(netlab.VIP, 53))
+
+	// 6in6: the IPv6 VIP.
+	got := tally(t, l.topo.Client, netip.AddrPortFrom(vip6, 8080), n)
+	t.Logf("TUN 6in6 HTTP: %v", got)
+	if got["rs1-v6"]+got["rs2-v6"] != n || got["rs1-v6"] == 0 || got["rs2-v6"] == 0 {
+		t.Errorf("answers %v, want %d from rs1-v6 and rs2-v6 together, both serving", got, n)
+	}
+	checkPeers(t, client6, srv[0], srv[1])
+	names := map[string]bool{}
+	for i := range 6 {
+		reply, err := labserver.UDPEcho(l.topo.Client, netip.AddrPortFrom(vip6, 5353), fmt.Sprint("ping", i), time.Second)
 		if err != nil {
 			t.Fatalf("udp echo %d: %v", i, err)
 		}

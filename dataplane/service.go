@@ -235,6 +235,11 @@ type Dest struct {
 	mtu    int      // path MTU toward it; 0 = the port's
 	src4   [4]byte  // TUN outer source (the route's preferred source)
 	hasSrc bool
+	// tun6: an IPv6 real server, reached by TUN through an outer IPv6
+	// header from src6 (the route's preferred source, if hasSrc6)
+	tun6    bool
+	src6    [16]byte
+	hasSrc6 bool
 }
 
 // nextHop is how the control plane reaches a real server: its MAC, the
@@ -406,10 +411,7 @@ func buildSnapshot(cfgs []ServiceConfig, prev *Snapshot, ids *idAllocator, table
 				port = c.Key.Port
 			}
 			idk := destIdentity{svc: c.Key, addr: dc.Addr.Unmap(), port: port}
-			switch {
-			case c.Method == TUN && !idk.addr.Is4():
-				return nil, fmt.Errorf("service %s: real server %s: TUN needs an IPv4 real server (IPv4 or 6in4 tunnels): %w", c.Key, idk.addr, ErrBadService)
-			case c.Method == NAT && idk.addr.Is4() != c.Key.Addr.Is4():
+			if c.Method == NAT && idk.addr.Is4() != c.Key.Addr.Is4() {
 				return nil, fmt.Errorf("service %s: real server %s: NAT needs the VIP's address family: %w", c.Key, idk.addr, ErrBadService)
 			}
 			if keep[idk] {
@@ -420,7 +422,8 @@ func buildSnapshot(cfgs []ServiceConfig, prev *Snapshot, ids *idAllocator, table
 				return nil, err
 			}
 			keep[idk] = true
-			d := &Dest{ID: id, Addr: idk.addr, Port: port, Weight: dc.Weight, Up: dc.Up, svc: svc, ip: idk.addr.As16()}
+			d := &Dest{ID: id, Addr: idk.addr, Port: port, Weight: dc.Weight, Up: dc.Up, svc: svc, ip: idk.addr.As16(),
+				tun6: c.Method == TUN && idk.addr.Is6()}
 			d.a0, d.a1 = addrWords(idk.addr)
 			mac := dc.MAC
 			if hops != nil {
@@ -434,6 +437,8 @@ func buildSnapshot(cfgs []ServiceConfig, prev *Snapshot, ids *idAllocator, table
 					d.port, d.mtu = h.Port, h.MTU
 					if h.Src.Is4() {
 						d.src4, d.hasSrc = h.Src.As4(), true
+					} else if h.Src.Is6() {
+						d.src6, d.hasSrc6 = h.Src.As16(), true
 					}
 				}
 			}

@@ -14,11 +14,13 @@ const (
 // before it: protocol 4 (41 for an IPv6 inner packet), source the egress
 // interface's address, destination the real server, TTL 64, DF copied from
 // the inner packet (always set for IPv6, which routers never fragment), a
-// fresh ID. The Ethernet header moves in front of it with the real server's
-// MAC. A packet that would exceed the egress MTU is answered instead: with
-// DF, ICMP fragmentation-needed (ICMPv6 packet-too-big) to the client, out
-// of the receiving port (icmp true); without DF it is dropped as too_big
-// (IPVS would fragment the outer packet; xvs does not fragment).
+// fresh ID. A real server with an IPv6 address gets an outer IPv6 header
+// instead (tunnel6). The Ethernet header moves in front of it with the real
+// server's MAC. A packet that would exceed the egress MTU is answered
+// instead: with DF, ICMP fragmentation-needed (ICMPv6 packet-too-big) to
+// the client, out of the receiving port (icmp true); without DF it is
+// dropped as too_big (IPVS would fragment the outer packet; xvs does not
+// fragment).
 func (f *forwarder) tunnel(buf []byte, off int, p *Packet, d *Dest) (out txOut, icmp bool, r DropReason) {
 	frame := buf[off:]
 	l3 := int(p.L3)
@@ -39,19 +41,27 @@ func (f *forwarder) tunnel(buf []byte, off int, p *Packet, d *Dest) (out txOut, 
 	} else {
 		tos = byte(binary.BigEndian.Uint16(ip[0:2]) >> 4)
 	}
-	if inner+ipv4MinHeader > mtu {
+	outer := ipv4MinHeader
+	if d.tun6 {
+		outer = ipv6HeaderLen
+	}
+	if inner+outer > mtu {
 		if !df {
 			return txOut{}, false, DropTooBig
 		}
-		out, r = f.tooBig(buf, off, p, mtu-ipv4MinHeader)
+		out, r = f.tooBig(buf, off, p, mtu-outer)
 		return out, r == DropNone, r
 	}
-	if off < ipv4MinHeader {
+	if off < outer {
 		return txOut{}, false, DropHeadroom
 	}
 	if !decTTL(frame, p) { // the inner packet's: see emit
 		out, r = f.timeExceeded(buf, off, p)
 		return out, r == DropNone, r
+	}
+	if d.tun6 {
+		out, r = f.tunnel6(buf, off, l3, inner, tos, proto, pi, d)
+		return out, false, r
 	}
 	src := pi.src4
 	if d.hasSrc {
@@ -95,6 +105,35 @@ func (f *forwarder) tunnel(buf []byte, off int, p *Packet, d *Dest) (out txOut, 
 	binary.BigEndian.PutUint64(oh[8:], tunTTL<<56|uint64(proto)<<48|cs<<32|uint64(sa))
 	binary.BigEndian.PutUint32(oh[16:], da)
 	return txOut{off: start, n: len(nb), port: d.port}, false, DropNone
+}
+
+// tunnel6 writes the outer IPv6 header of a packet to an IPv6 real server
+// (RFC 2473, as IPVS's ip6_tnl tunnels): traffic class copied from the
+// inner packet, flow label 0, next header 4 (IPv4 inner) or 41 (IPv6
+// inner), hop limit 64, source the route's preferred source or else the
+// egress interface's address, destination the real server; no extension
+// headers. The caller has checked MTU, headroom and TTL.
+func (f *forwarder) tunnel6(buf []byte, off, l3, inner int, tc, proto byte, pi *portInfo, d *Dest) (txOut, DropReason) {
+	frame := buf[off:]
+	src := &pi.src6
+	if d.hasSrc6 {
+		src = &d.src6
+	} else if !pi.has6 {
+		return txOut{}, DropMethod // no IPv6 address to tunnel from
+	}
+	start := off - ipv6HeaderLen
+	nb := buf[start : start+l3+ipv6HeaderLen+inner]
+	if l3 != ethHeaderLen {
+		copy(nb[:l3], frame[:l3]) // Ethernet and VLAN tag move to the front
+	}
+	copy(nb[ethDst:ethDst+6], d.MAC[:])
+	copy(nb[ethSrc:ethSrc+6], pi.mac[:])
+	binary.BigEndian.PutUint16(nb[l3-2:], etherTypeIPv6)
+	oh := nb[l3 : l3+ipv6HeaderLen]
+	binary.BigEndian.PutUint64(oh[0:], uint64(6<<28|uint32(tc)<<20)<<32|uint64(inner)<<16|uint64(proto)<<8|tunTTL)
+	copy(oh[8:24], src[:])
+	copy(oh[24:40], d.ip[:])
+	return txOut{off: start, n: len(nb), port: d.port}, DropNone
 }
 
 // ICMP quoting limits: RFC 1812 §4.3.2.3 (576-byte IPv4 error datagrams)

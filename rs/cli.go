@@ -20,7 +20,8 @@ Prepares this host as a real server behind an xvs (or LVS) director.
 
 Commands:
   up      add the VIPs on lo, set arp_ignore/arp_announce, and with --tun
-          open the director's IPIP tunnels (kernel ipip or the decap XDP program)
+          open the director's tunnels (IPv4 or IPv6 outer header; kernel ipip
+          or the decap XDP program)
   down    undo exactly what up changed, as recorded in the state file
   status  show the VIPs on lo, the sysctls, the tunnel and the decap program
 
@@ -62,7 +63,7 @@ func ParseArgs(args []string, stderr io.Writer) (Command, error) {
 	switch cmd.Name {
 	case "up":
 		fs.StringArrayVar(&vips, "vip", nil, "virtual IP `address` to serve (IPv4 or IPv6); repeat for several")
-		fs.BoolVar(&cmd.Up.Tun, "tun", false, "also accept the director's IPIP tunnels (LVS TUN mode)")
+		fs.BoolVar(&cmd.Up.Tun, "tun", false, "also accept the director's IP-in-IP tunnels (LVS TUN mode)")
 		fs.StringVar(&tunMode, "tun-mode", string(TunAuto), "auto (ipip if the module is present, else xdp), ipip or xdp")
 		fs.StringArrayVar(&devs, "dev", nil, "`interface` for the decap program; repeat for several (default: the default route's)")
 		fs.StringVar(&xdpMode, "xdp-mode", string(XDPAuto), "how to attach the decap program: auto, driver or generic")

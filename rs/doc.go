@@ -10,16 +10,23 @@
 //     for the VIP, which is not on the interface asked) and arp_announce=2
 //     (never use the VIP as the source of an ARP request). Stricter values
 //     already set are kept.
-//   - With --tun, the director's IPIP packets (outer destination: this host;
-//     inner destination: a VIP) are opened: by the kernel's fallback tunnel
-//     tunl0 where the ipip module is present, else by the decap XDP program
-//     (../bpf/decap.c) attached to the interfaces of the default route or
-//     --dev. rp_filter is relaxed from strict (1) to loose (2) on all and on
-//     those interfaces (and tunl0): decapsulated packets carry the client's
-//     address, which strict mode may reject. The decap program accepts
-//     tunnels addressed to this host's IPv4 addresses as they were when up
-//     ran; run up again after they change. It also opens IPv6-in-IPv4
-//     (protocol 41) for IPv6 VIPs.
+//   - With --tun, the director's tunnelled packets (outer destination: this
+//     host; inner destination: a VIP) are opened: by the kernel's fallback
+//     tunnel tunl0 where the ipip module is present, else by the decap XDP
+//     program (../bpf/decap.c) attached to the interfaces of the default
+//     route or --dev. rp_filter is relaxed from strict (1) to loose (2) on
+//     all and on those interfaces (and tunl0): decapsulated packets carry
+//     the client's address, which strict mode may reject. The decap program
+//     accepts tunnels addressed to this host's addresses as they were when
+//     up ran (run up again after they change): its IPv4 addresses outside
+//     127/8 for an IPv4 outer header (IPv4 in IPv4, and IPv6 in IPv4,
+//     protocol 41, for IPv6 VIPs), and its global and unique-local IPv6
+//     addresses, never link-local ones, for an IPv6 outer header (4in6 and
+//     6in6, RFC 2473, as a director sends to a real server it knows by an
+//     IPv6 address). The VIPs on lo are among those addresses, but do not
+//     count as the host's own: up refuses a host with no other address.
+//     tunl0 opens IPv4 in IPv4 only; up does not set up the kernel's sit0
+//     or ip6tnl0, so use the decap program (--tun-mode xdp) for the others.
 //
 // up records every original value and every address it adds in a state file
 // (/run/xvs-rs/state.json, --state) before changing anything; running it
@@ -50,7 +57,7 @@
 // and preferred lifetime 0: deprecated, the address stays valid for
 // connections to it, but source address selection avoids it (RFC 6724 rule
 // 3) for connections the host opens itself. ipip's tunl0 carries IPv4 only; IPv6 in
-// TUN mode needs the decap program (6in4, protocol 41).
+// TUN mode needs the decap program (6in4, protocol 41, or 6in6).
 //
 // # Checksums on veth
 //

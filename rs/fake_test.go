@@ -24,7 +24,8 @@ type machine struct {
 	Lo          []netip.Prefix
 	DefaultDevs []string
 	Links       map[string]bool // name -> up
-	Host4       []netip.Addr
+	Host4       []netip.Addr    // what HostAddrs reports, IPv4
+	Host6       []netip.Addr    // and IPv6 (global and unique-local only)
 	IPIP        bool
 	XDP         map[string]fakeXDP // dev -> attached program
 	DecapVIPs   map[netip.Addr]bool
@@ -58,6 +59,7 @@ func newFakeHost() *fakeHost {
 			DefaultDevs: []string{"eth0"},
 			Links:       map[string]bool{"lo": true, "eth0": true},
 			Host4:       []netip.Addr{netip.MustParseAddr("198.18.0.11")},
+			Host6:       []netip.Addr{netip.MustParseAddr("2001:db8::11")},
 			XDP:         map[string]fakeXDP{},
 			DecapVIPs:   map[netip.Addr]bool{},
 		},
@@ -73,6 +75,7 @@ func (f *fakeHost) snapshot() machine {
 	c.DefaultDevs = slices.Clone(f.m.DefaultDevs)
 	c.Links = maps.Clone(f.m.Links)
 	c.Host4 = slices.Clone(f.m.Host4)
+	c.Host6 = slices.Clone(f.m.Host6)
 	c.XDP = maps.Clone(f.m.XDP)
 	c.DecapVIPs = maps.Clone(f.m.DecapVIPs)
 	c.DecapLocals = slices.Clone(f.m.DecapLocals)
@@ -122,6 +125,8 @@ func (f *fakeHost) AddLoAddr(p netip.Prefix) error {
 	f.m.Lo = append(f.m.Lo, p)
 	if p.Addr().Is4() {
 		f.m.Host4 = append(f.m.Host4, p.Addr())
+	} else {
+		f.m.Host6 = append(f.m.Host6, p.Addr())
 	}
 	return nil
 }
@@ -132,6 +137,7 @@ func (f *fakeHost) DelLoAddr(p netip.Prefix) error {
 	}
 	f.m.Lo = slices.DeleteFunc(f.m.Lo, func(q netip.Prefix) bool { return q == p })
 	f.m.Host4 = slices.DeleteFunc(f.m.Host4, func(a netip.Addr) bool { return a == p.Addr() })
+	f.m.Host6 = slices.DeleteFunc(f.m.Host6, func(a netip.Addr) bool { return a == p.Addr() })
 	return nil
 }
 
@@ -163,8 +169,8 @@ func (f *fakeHost) SetLinkUp(name string, up bool) error {
 	return nil
 }
 
-func (f *fakeHost) HostIPv4() ([]netip.Addr, error) {
-	return slices.Clone(f.m.Host4), f.op("HostIPv4", "")
+func (f *fakeHost) HostAddrs() ([]netip.Addr, error) {
+	return append(slices.Clone(f.m.Host4), f.m.Host6...), f.op("HostAddrs", "")
 }
 func (f *fakeHost) HasIPIP() bool { return f.m.IPIP }
 
@@ -233,7 +239,8 @@ func (f *fakeHost) DecapStatus(dev string) (DecapStatus, error) {
 	st.Ours = x.Name == bpf.DecapProgramName
 	if st.Ours {
 		st.VIPs = slices.SortedFunc(maps.Keys(f.m.DecapVIPs), netip.Addr.Compare)
-		st.Locals = slices.Clone(f.m.DecapLocals)
+		// Sorted, as the real program's listing is.
+		st.Locals = slices.SortedFunc(slices.Values(f.m.DecapLocals), netip.Addr.Compare)
 		st.Counters = bpf.DecapCounters{Decapsulated: 3, Passed: 5}
 	}
 	return st, nil

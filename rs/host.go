@@ -29,9 +29,10 @@ type host interface {
 	LinkExists(name string) (bool, error)
 	LinkUp(name string) (bool, error)
 	SetLinkUp(name string, up bool) error
-	// HostIPv4 lists the namespace's IPv4 addresses outside 127/8: the
-	// addresses a director may send tunnels to.
-	HostIPv4() ([]netip.Addr, error)
+	// HostAddrs lists the namespace's addresses a director may send
+	// tunnels to: IPv4 outside 127/8, and IPv6 global unicast (unique-local
+	// included; never link-local or ::1).
+	HostAddrs() ([]netip.Addr, error)
 	// HasIPIP reports whether the kernel's ipip module is loaded or built in.
 	HasIPIP() bool
 

@@ -215,20 +215,30 @@ func (linuxHost) SetLinkUp(name string, up bool) error {
 	return nil
 }
 
-func (linuxHost) HostIPv4() ([]netip.Addr, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+func (linuxHost) HostAddrs() ([]netip.Addr, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
-		return nil, fmt.Errorf("IPv4 addresses: %w", err)
+		return nil, fmt.Errorf("host addresses: %w", err)
 	}
 	var out []netip.Addr
 	for _, a := range addrs {
-		p, ok := prefixOf(a.IPNet)
-		if !ok || p.Addr().IsLoopback() {
-			continue
+		if p, ok := prefixOf(a.IPNet); ok && tunnelLocal(p.Addr(), a.Flags) {
+			out = append(out, p.Addr())
 		}
-		out = append(out, p.Addr())
 	}
 	return out, nil
+}
+
+// tunnelLocal reports whether an interface address (with its IFA_F_*
+// flags) is one a director may address tunnels to. Link-local IPv6
+// addresses are per link, and the director names real servers by routable
+// addresses; an address that failed duplicate address detection belongs to
+// another host.
+func tunnelLocal(a netip.Addr, flags int) bool {
+	if a.Is4() {
+		return !a.IsLoopback()
+	}
+	return a.IsGlobalUnicast() && flags&unix.IFA_F_DADFAILED == 0
 }
 
 func (linuxHost) HasIPIP() bool {

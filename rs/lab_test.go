@@ -139,7 +139,9 @@ func TestLabUpDownRestores(t *testing.T) {
 		"net.ipv4.conf.all.rp_filter = 2  (was 1)",
 		"eth0: decap program id",
 		"VIPs: 198.18.0.100 198.18.0.101 2001:db8::100",
-		"tunnels accepted to: 198.18.0.11",
+		// The host's own addresses and the VIPs on lo, IPv4 and IPv6; not
+		// eth0's link-local IPv6 address.
+		"tunnels accepted to: 198.18.0.11 198.18.0.100 198.18.0.101 2001:db8::11 2001:db8::100\n",
 	} {
 		if !strings.Contains(status, want) {
 			t.Errorf("status lacks %q:\n%s", want, status)
@@ -181,8 +183,9 @@ func sendFrame(h *netlab.Host, ifname string, frame []byte) error {
 	})
 }
 
-// TestLabTunDecapDelivers: a director sends IPIP (and 6in4) packets to a
-// real server set up with `xvs-rs up --tun`; the decap program opens them
+// TestLabTunDecapDelivers: a director sends IPIP, 6in4, 4in6 and 6in6
+// packets to a real server set up with `xvs-rs up --tun`; the decap program
+// opens them (its counter shows it was the program, not a kernel tunnel)
 // and a UDP server bound to the VIP receives the client's datagram with the
 // client's address.
 func TestLabTunDecapDelivers(t *testing.T) {
@@ -190,8 +193,8 @@ func TestLabTunDecapDelivers(t *testing.T) {
 	br := lab.Bridge("br0")
 	rs := lab.Host("rs1")
 	dir := lab.Host("dir")
-	rsLink := lab.Connect(rs, br, "eth0", "198.18.0.11/24")
-	dirLink := lab.Connect(dir, br, "eth0", "198.18.0.2/24")
+	rsLink := lab.Connect(rs, br, "eth0", "198.18.0.11/24", "2001:db8::11/64")
+	dirLink := lab.Connect(dir, br, "eth0", "198.18.0.2/24", "2001:db8::2/64")
 	state := filepath.Join(t.TempDir(), "state.json")
 	xvsRS(t, rs, "up", "--vip", "198.18.0.100", "--vip", "2001:db8::100",
 		"--tun", "--tun-mode", "xdp", "--dev", "eth0", "--state", state)
@@ -216,26 +219,46 @@ func TestLabTunDecapDelivers(t *testing.T) {
 
 	client4 := netip.MustParseAddr("198.18.0.10")
 	client6 := netip.MustParseAddr("2001:db8::10")
-	frame := func(inner gopacket.NetworkLayer, proto layers.IPProtocol, payload string) []byte {
+	// frame is the director's packet: Ethernet, an outer IPv4 header (ipv6
+	// false) or IPv6 header (as in RFC 2473: next header 4 or 41, no
+	// extension headers) to the real server, the client's UDP datagram.
+	frame := func(ipv6 bool, inner gopacket.NetworkLayer, payload string) []byte {
 		udp := &layers.UDP{SrcPort: 40000, DstPort: 9999}
 		if err := udp.SetNetworkLayerForChecksum(inner); err != nil {
 			t.Fatal(err)
 		}
+		proto := layers.IPProtocolIPv4
+		if _, ok := inner.(*layers.IPv6); ok {
+			proto = layers.IPProtocolIPv6
+		}
+		eth := &layers.Ethernet{SrcMAC: dirLink.MAC, DstMAC: rsLink.MAC, EthernetType: layers.EthernetTypeIPv4}
+		var outer gopacket.SerializableLayer = &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: proto,
+			SrcIP: net.IP{198, 18, 0, 2}, DstIP: net.IP{198, 18, 0, 11}}
+		if ipv6 {
+			eth.EthernetType = layers.EthernetTypeIPv6
+			outer = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto,
+				SrcIP: net.ParseIP("2001:db8::2"), DstIP: net.ParseIP("2001:db8::11")}
+		}
 		buf := gopacket.NewSerializeBuffer()
 		err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-			&layers.Ethernet{SrcMAC: dirLink.MAC, DstMAC: rsLink.MAC, EthernetType: layers.EthernetTypeIPv4},
-			&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: proto,
-				SrcIP: net.IP{198, 18, 0, 2}, DstIP: net.IP{198, 18, 0, 11}},
-			inner.(gopacket.SerializableLayer), udp, gopacket.Payload(payload))
+			eth, outer, inner.(gopacket.SerializableLayer), udp, gopacket.Payload(payload))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return buf.Bytes()
 	}
-	ipip := frame(&layers.IPv4{Version: 4, IHL: 5, TTL: 63, Protocol: layers.IPProtocolUDP,
-		SrcIP: client4.AsSlice(), DstIP: net.IP{198, 18, 0, 100}}, layers.IPProtocolIPv4, "through ipip")
-	sixin4 := frame(&layers.IPv6{Version: 6, HopLimit: 63, NextHeader: layers.IPProtocolUDP,
-		SrcIP: client6.AsSlice(), DstIP: net.ParseIP("2001:db8::100")}, layers.IPProtocolIPv6, "through 6in4")
+	inner4 := func() gopacket.NetworkLayer {
+		return &layers.IPv4{Version: 4, IHL: 5, TTL: 63, Protocol: layers.IPProtocolUDP,
+			SrcIP: client4.AsSlice(), DstIP: net.IP{198, 18, 0, 100}}
+	}
+	inner6 := func() gopacket.NetworkLayer {
+		return &layers.IPv6{Version: 6, HopLimit: 63, NextHeader: layers.IPProtocolUDP,
+			SrcIP: client6.AsSlice(), DstIP: net.ParseIP("2001:db8::100")}
+	}
+	ipip := frame(false, inner4(), "through ipip")
+	sixin4 := frame(false, inner6(), "through 6in4")
+	fourin6 := frame(true, inner4(), "through 4in6")
+	sixin6 := frame(true, inner6(), "through 6in6")
 
 	for _, tc := range []struct {
 		name   string
@@ -246,6 +269,8 @@ func TestLabTunDecapDelivers(t *testing.T) {
 	}{
 		{"ipip", ipip, conn4, "through ipip", client4},
 		{"6in4", sixin4, conn6, "through 6in4", client6},
+		{"4in6", fourin6, conn4, "through 4in6", client4},
+		{"6in6", sixin6, conn6, "through 6in6", client6},
 	} {
 		if err := sendFrame(dir, "eth0", tc.frame); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
@@ -273,8 +298,12 @@ func TestLabTunDecapDelivers(t *testing.T) {
 	if err := rs.Do(func() error { return Status(state, &sb) }); err != nil {
 		t.Fatalf("Status: %v", err)
 	}
-	if status := sb.String(); !strings.Contains(status, "decapsulated 2,") {
-		t.Errorf("status does not count the two decapsulated packets:\n%s", status)
+	status := sb.String()
+	if !strings.Contains(status, "decapsulated 4,") {
+		t.Errorf("status does not count the four decapsulated packets:\n%s", status)
+	}
+	if !strings.Contains(status, "tunnels accepted to: 198.18.0.11 198.18.0.100 2001:db8::11 2001:db8::100\n") {
+		t.Errorf("status does not list the IPv4 and IPv6 host addresses as tunnel ends:\n%s", status)
 	}
 
 	xvsRS(t, rs, "down", "--state", state)

@@ -14,7 +14,7 @@ import (
 	"github.com/xvs-lb/xvs/bpf"
 )
 
-// TunMode is how a TUN real server opens the director's IPIP packets.
+// TunMode is how a TUN real server opens the director's tunnelled packets.
 type TunMode string
 
 const (
@@ -43,7 +43,7 @@ type UpConfig struct {
 // Errors with a meaning of their own.
 var (
 	ErrOtherNetNS = errors.New("state belongs to another network namespace")
-	ErrNoIPv4     = errors.New("this host has no IPv4 address for tunnels to reach")
+	ErrNoHostAddr = errors.New("this host has no address besides its VIPs for tunnels to reach")
 	ErrNoDefault  = errors.New("no IPv4 default route to pick the tunnel interface from; name it with --dev")
 )
 
@@ -258,6 +258,8 @@ func (r *runner) upTunnel(st *State, cfg UpConfig) (int, error) {
 		if slices.ContainsFunc(cfg.VIPs, netip.Addr.Is6) {
 			r.printf("note: IPv6 VIPs over IPv4 tunnels need the sit module's sit0 (or --tun-mode xdp); not set up")
 		}
+		// Tunnels with an IPv6 outer header (4in6, 6in6) would need
+		// ip6_tunnel's ip6tnl0, which up does not manage (see doc.go).
 		return changed, nil
 	case TunXDP:
 	default:
@@ -283,12 +285,17 @@ func (r *runner) upTunnel(st *State, cfg UpConfig) (int, error) {
 			return changed, fmt.Errorf("interface %s does not exist", dev)
 		}
 	}
-	locals, err := r.h.HostIPv4()
+	// The host's IPv4 addresses open tunnels with an IPv4 outer header
+	// (ipip, 6in4), its IPv6 ones those with an IPv6 outer header (4in6,
+	// 6in6). The VIPs on lo are among them, as the kernel's tunnels would
+	// accept them too, but they alone are not enough: a director sends
+	// tunnels to the real server's own address.
+	locals, err := r.h.HostAddrs()
 	if err != nil {
 		return changed, err
 	}
-	if len(locals) == 0 {
-		return changed, ErrNoIPv4
+	if !slices.ContainsFunc(locals, func(a netip.Addr) bool { return !slices.Contains(cfg.VIPs, a) }) {
+		return changed, ErrNoHostAddr
 	}
 	for _, dev := range devs {
 		for _, d := range []string{"all", dev} {

@@ -225,8 +225,10 @@ func TestUpThenDownRestores(t *testing.T) {
 	if !h.m.DecapVIPs[netip.MustParseAddr("198.18.0.100")] || !h.m.DecapVIPs[netip.MustParseAddr("2001:db8::100")] {
 		t.Errorf("decap VIPs = %v", h.m.DecapVIPs)
 	}
-	if !slices.Contains(h.m.DecapLocals, netip.MustParseAddr("198.18.0.11")) {
-		t.Errorf("decap locals = %v, want the host's address", h.m.DecapLocals)
+	for _, l := range []string{"198.18.0.11", "2001:db8::11"} {
+		if !slices.Contains(h.m.DecapLocals, netip.MustParseAddr(l)) {
+			t.Errorf("decap locals = %v, want the host's address %s", h.m.DecapLocals, l)
+		}
 	}
 	if !strings.Contains(out.String(), "set net.ipv4.conf.all.arp_ignore = 1 (was 0)") {
 		t.Errorf("up output lacks the sysctl change:\n%s", out)
@@ -351,6 +353,62 @@ func TestUpIPIP(t *testing.T) {
 	}
 }
 
+// TestUpTunLocals: up --tun gives the decap program the host's IPv4 and
+// IPv6 addresses (the latter open 4in6/6in6 tunnels), status lists them,
+// and down restores the machine, whichever families the host has.
+func TestUpTunLocals(t *testing.T) {
+	a := func(s ...string) []netip.Addr { return addrs(s...) }
+	tests := []struct {
+		name         string
+		host4, host6 []netip.Addr
+		vips         []netip.Addr
+		wantLocals   []netip.Addr // sorted
+		wantStatus   string
+	}{
+		{"dual stack", a("198.18.0.11"), a("2001:db8::11", "fd00:db8::11"), a("198.18.0.100", "2001:db8::100"),
+			a("198.18.0.11", "198.18.0.100", "2001:db8::11", "2001:db8::100", "fd00:db8::11"),
+			"tunnels accepted to: 198.18.0.11 198.18.0.100 2001:db8::11 2001:db8::100 fd00:db8::11"},
+		{"ipv6 only", []netip.Addr{}, a("2001:db8::11"), a("2001:db8::100"),
+			a("2001:db8::11", "2001:db8::100"),
+			"tunnels accepted to: 2001:db8::11 2001:db8::100"},
+		{"ipv4 only", a("198.18.0.11"), []netip.Addr{}, a("198.18.0.100"),
+			a("198.18.0.11", "198.18.0.100"),
+			"tunnels accepted to: 198.18.0.11 198.18.0.100"},
+		{"ipv6 host, ipv4 VIP", []netip.Addr{}, a("2001:db8::11"), a("198.18.0.100"),
+			a("198.18.0.100", "2001:db8::11"),
+			"tunnels accepted to: 198.18.0.100 2001:db8::11"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newFakeHost()
+			h.m.Host4, h.m.Host6 = tt.host4, tt.host6
+			before := h.snapshot()
+			r, out := newRunner(t, h)
+			cfg := UpConfig{VIPs: tt.vips, Tun: true, TunMode: TunXDP, XDPMode: XDPAuto}
+			if err := r.Up(cfg); err != nil {
+				t.Fatalf("up: %v", err)
+			}
+			got := slices.SortedFunc(slices.Values(h.m.DecapLocals), netip.Addr.Compare)
+			if !slices.Equal(got, tt.wantLocals) {
+				t.Errorf("decap locals = %v, want %v", got, tt.wantLocals)
+			}
+			out.Reset()
+			if err := r.Status(); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out.String(), tt.wantStatus+"\n") {
+				t.Errorf("status lacks %q:\n%s", tt.wantStatus, out)
+			}
+			if err := r.Down(); err != nil {
+				t.Fatalf("down: %v", err)
+			}
+			if after := h.snapshot(); !reflect.DeepEqual(after, before) {
+				t.Errorf("down did not restore the machine:\n got %+v\nwant %+v", after, before)
+			}
+		})
+	}
+}
+
 func TestUpErrors(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -362,7 +420,9 @@ func TestUpErrors(t *testing.T) {
 			tunXDP("198.18.0.100"), "another XDP program"},
 		{"no default route", func(h *fakeHost) { h.m.DefaultDevs = nil }, tunXDP("198.18.0.100"), "no IPv4 default route"},
 		{"missing dev", nil, UpConfig{VIPs: addrs("198.18.0.100"), Tun: true, TunMode: TunXDP, Devs: []string{"eth9"}}, "interface eth9 does not exist"},
-		{"no IPv4", func(h *fakeHost) { h.m.Host4 = nil }, tunXDP("2001:db8::100"), "no IPv4 address"},
+		// Empty, not nil: the VIPs up adds on lo come and go in them.
+		{"no host address", func(h *fakeHost) { h.m.Host4, h.m.Host6 = []netip.Addr{}, []netip.Addr{} }, tunXDP("2001:db8::100", "198.18.0.100"),
+			"no address besides its VIPs"},
 		{"sysctl write fails", func(h *fakeHost) {
 			h.fail["WriteSysctl net/ipv4/conf/lo/arp_announce"] = errors.New("permission denied")
 		},

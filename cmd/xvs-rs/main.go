@@ -1,6 +1,7 @@
 // Command xvs-rs prepares a host as a real server behind an xvs (or LVS)
 // director: VIPs on lo, ARP sysctls, and for TUN mode the decapsulation of
-// the director's IPIP packets. The logic lives in package rs.
+// the director's tunnelled packets (IPv4 or IPv6 outer header). The logic
+// lives in package rs.
 package main
 
 import (

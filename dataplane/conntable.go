@@ -265,25 +265,25 @@ func (t *ConnTable) lookupHashed(k *connKey, h uint64, now uint32) (int, uint64,
 
 // slotFor looks at the first candidate bucket of hash h only (its control
 // line is the one processBatch prefetched): the slot whose tag matches, or
-// none (hit -1) and then the first slot there an insert at now may take,
-// free or expired (-1 if none), and the second bucket's first slot, whose
-// control line the caller prefetches for the lookup (and insert) that will
-// need it. Inserts fill the first bucket while it is at least half free,
-// so in a table run below capacity most entries are found there.
-func (t *ConnTable) slotFor(h uint64, now uint32) (hit, free, second int) {
+// none (hit -1) and then the slots there an insert at now may take (free
+// or expired, as usable computes them), and the second bucket's first
+// slot, whose control line the caller prefetches for the lookup (and
+// insert) that will need it. Inserts fill the first bucket while it is at
+// least half free, so in a table run below capacity most entries are found
+// there.
+func (t *ConnTable) slotFor(h uint64, now uint32) (hit, free int, usable uint32, second int) {
 	b1, b2, tag := t.buckets(h)
-	free = -1
 	ctl := &t.bk[b1/bucketSlots].ctl
 	for j := range ctl {
-		c := ctl[j].Load()
-		if ctlTag(c) == tag {
-			return b1 + j, -1, -1
-		}
-		if free < 0 && (ctlState(c) == stFree || int32(ctlExpiry(c)-now) < 0) {
-			free = b1 + j
+		if ctlTag(ctl[j].Load()) == tag {
+			return b1 + j, -1, 0, -1
 		}
 	}
-	return -1, free, b2
+	free = -1
+	if usable = t.usable(b1, now); usable != 0 {
+		free = b1 + bits.TrailingZeros32(usable)
+	}
+	return -1, free, usable, b2
 }
 
 // probe checks whether slot i holds k: found reports a definite answer
@@ -428,13 +428,21 @@ func (t *ConnTable) insert(k *connKey, dest uint16, s uint8, exp, now uint32) bo
 
 // insertHashed is insert with the key's hash already computed.
 func (t *ConnTable) insertHashed(k *connKey, h uint64, dest uint16, s uint8, exp, now uint32) bool {
+	b1, _, _ := t.buckets(h)
+	return t.insertUsable(k, h, t.usable(b1, now), dest, s, exp, now)
+}
+
+// insertUsable is insertHashed with the first bucket's usable mask m1
+// already computed (slotFor's; place checks each slot again, so a mask
+// gone stale costs a retry, not a wrong insert).
+func (t *ConnTable) insertUsable(k *connKey, h uint64, m1 uint32, dest uint16, s uint8, exp, now uint32) bool {
 	b1, b2, tag := t.buckets(h)
 	// Two choices: the emptier bucket first, which keeps buckets even and
 	// lets the table fill close to its slot count. A first bucket at least
 	// half free is taken without looking at the second: a table far below
 	// capacity (the usual case) then pays for one scan, not two, and its
 	// entries sit in the bucket lookups try first.
-	if m1 := t.usable(b1, now); bits.OnesCount32(m1) >= bucketSlots/2 && t.place(b1, m1, k, dest, s, tag, exp, now) {
+	if bits.OnesCount32(m1) >= bucketSlots/2 && t.place(b1, m1, k, dest, s, tag, exp, now) {
 		return true
 	}
 	m1, m2 := t.usable(b1, now), t.usable(b2, now)

@@ -290,13 +290,13 @@ func TestConnTableProbeAndSlotFor(t *testing.T) {
 	now := tb.Now()
 	k, other := key4(1), key4(2)
 	h := tb.hash(&k)
-	hit, free, _ := tb.slotFor(h, now)
+	hit, free, _, _ := tb.slotFor(h, now)
 	if hit >= 0 || free < 0 {
 		t.Fatalf("empty table: slotFor = %d, %d; want -1 and a free slot", hit, free)
 	}
 	tb.insert(&k, 3, StateEstablished, now+900, now)
 	i, _, _ := tb.lookup(&k, now)
-	if hit, _, _ = tb.slotFor(h, now); hit != i {
+	if hit, _, _, _ = tb.slotFor(h, now); hit != i {
 		t.Fatalf("slotFor = %d, lookup found slot %d", hit, i)
 	}
 	if j, c, d, found := tb.probe(i, &k, now); !found || j != i || d != 3 || ctlState(c) != StateEstablished {
@@ -314,5 +314,42 @@ func TestConnTableProbeAndSlotFor(t *testing.T) {
 	}
 	if a := tb.Counts(3).Active.Load(); a != 0 {
 		t.Fatalf("active %d after the expired entry was reaped, want 0", a)
+	}
+}
+
+// TestInsertUsableStaleMask: an insert handed a usable mask that another
+// insert has since made stale (processBatch's, from its prefetch pass)
+// never overwrites a live entry: both keys stay findable, counts exact.
+func TestInsertUsableStaleMask(t *testing.T) {
+	tb := NewConnTable(1000)
+	now := tb.Now()
+	inserted := 0
+	for i := 0; inserted < 200 && i < 10000; i++ {
+		a, b := key4(2*i), key4(2*i+1)
+		ha, hb := tb.hash(&a), tb.hash(&b)
+		a1, _, _ := tb.buckets(ha)
+		b1, _, _ := tb.buckets(hb)
+		if a1 != b1 {
+			continue // only keys sharing a first bucket can go stale this way
+		}
+		_, _, m, _ := tb.slotFor(hb, now) // b's view, before a is inserted
+		if !tb.insert(&a, 1, StateEstablished, now+900, now) {
+			t.Fatal("insert a failed")
+		}
+		if !tb.insertUsable(&b, hb, m, 2, StateEstablished, now+900, now) {
+			t.Fatal("insert b with a stale mask failed")
+		}
+		ia, _, da := tb.lookup(&a, now)
+		ib, _, db := tb.lookup(&b, now)
+		if ia < 0 || ib < 0 || ia == ib || da != 1 || db != 2 {
+			t.Fatalf("after the stale insert: a at %d (dest %d), b at %d (dest %d)", ia, da, ib, db)
+		}
+		inserted++
+	}
+	if inserted == 0 {
+		t.Fatal("no two keys shared a first bucket")
+	}
+	if a, b := tb.Counts(1).Active.Load(), tb.Counts(2).Active.Load(); a != int32(inserted) || b != int32(inserted) {
+		t.Errorf("active counts %d and %d, want %d each", a, b, inserted)
 	}
 }

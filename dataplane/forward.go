@@ -47,8 +47,11 @@ type forwarder struct {
 	// natFwd: see natMemo; entries start at out -1 (none).
 	natFwd *[natFwdMemo]natMemo
 	// hint is the conn-table slot processBatch saw the current packet's
-	// tag in (-1: none): the lookup tries it first.
-	hint int
+	// tag in (-1: none): the lookup tries it first. Without one,
+	// hintUsable is the first bucket's usable mask it saw, for the insert
+	// (0: none seen, or none usable: the insert looks itself).
+	hint       int
+	hintUsable uint32
 	// now is the table clock of the packet or batch in hand; icmpAt and
 	// icmpLeft the ICMP error budget of second icmpAt.
 	now      uint32
@@ -166,8 +169,10 @@ type batchScratch struct {
 	h   [MaxBatch]uint64
 	r   [MaxBatch]DropReason
 	nat [MaxBatch]bool
-	// slot: the slot whose tag matched in the prefetch pass, -1 if none
-	slot [MaxBatch]int32
+	// slot: the slot whose tag matched in the prefetch pass, -1 if none;
+	// usable: when none did, the first bucket's slots an insert may take
+	slot   [MaxBatch]int32
+	usable [MaxBatch]uint32
 	// addr: cache lines to prefetch, at most three per frame
 	addr [3 * MaxBatch]uintptr
 }
@@ -224,8 +229,9 @@ func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 		if sc.r[i] != DropNone || (sc.p[i].Proto != ProtoTCP && sc.p[i].Proto != ProtoUDP) {
 			continue
 		}
-		hit, free, second := t.slotFor(sc.h[i], now)
+		hit, free, usable, second := t.slotFor(sc.h[i], now)
 		sc.slot[i] = int32(hit)
+		sc.usable[i] = usable
 		if hit < 0 {
 			hit = free
 		}
@@ -285,9 +291,9 @@ func (f *forwarder) processBatch(pk []batchPkt, snap *Snapshot, now uint32) {
 			b.out, b.r = f.natICMP(b.buf[b.off:b.off+b.n:b.off+b.n], b.off, p, snap, now)
 			continue
 		}
-		f.hint = int(sc.slot[i])
+		f.hint, f.hintUsable = int(sc.slot[i]), sc.usable[i]
 		b.out, b.r = f.forward(b.buf, b.off, b.n, p, k, sc.h[i], snap, now)
-		f.hint = -1
+		f.hint, f.hintUsable = -1, 0
 	}
 }
 
@@ -596,7 +602,13 @@ func (f *forwarder) schedule(p *Packet, k *connKey, h uint64, snap *Snapshot, no
 		}
 	}
 	exp := now + f.table.timeout(state)
-	if !f.table.insertHashed(k, h, d.ID, state, exp, now) {
+	inserted := false
+	if f.hint < 0 && f.hintUsable != 0 {
+		inserted = f.table.insertUsable(k, h, f.hintUsable, d.ID, state, exp, now)
+	} else {
+		inserted = f.table.insertHashed(k, h, d.ID, state, exp, now)
+	}
+	if !inserted {
 		f.q.TableFull.Add(1)
 	}
 	if svc.Method == NAT {

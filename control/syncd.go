@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/xvs-lb/xvs/connsync"
 )
 
 // SyncRole is a connection sync daemon's role. IPVS runs at most one
@@ -50,14 +52,15 @@ func (r *SyncRole) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// The sync daemon's defaults, IPVS's (ip_vs_sync.c): what a role runs with
-// when ipvsadm --start-daemon leaves an option out.
-var DefaultSyncGroup = netip.AddrFrom4([4]byte{224, 0, 0, 81})
+// The sync daemon's defaults, IPVS's (ip_vs_sync.c), as connsync speaks
+// them: what a role runs with when ipvsadm --start-daemon leaves an option
+// out.
+var DefaultSyncGroup = connsync.DefaultGroup4
 
 // More of IPVS's sync defaults; see DefaultSyncGroup.
 const (
-	DefaultSyncPort = 8848
-	DefaultSyncTTL  = 1
+	DefaultSyncPort = connsync.DefaultPort
+	DefaultSyncTTL  = connsync.DefaultTTL
 	// DefaultSyncIface is what ipvsadm --start-daemon names without
 	// --mcast-interface (its DEF_MCAST_IFN).
 	DefaultSyncIface = "eth0"

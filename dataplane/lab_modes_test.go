@@ -579,25 +579,7 @@ func TestLabTUNIPv6(t *testing.T) {
 	}
 	waitResolved(t, l.dp)
 	defer logDrops(t, l.dp)
-	const n = 100
-	got := tally(t, l.topo.Client, netip.AddrPortFrom(vip, 8080), n)
-	t.Logf("TUN IPv6 HTTP: %v", got)
-	if got["rs1-v6"]+got["rs2-v6"] != n || got["rs1-v6"] == 0 || got["rs2-v6"] == 0 {
-		t.Errorf("answers %v, want %d from rs1-v6 and rs2-v6 together, both serving", got, n)
-	}
-	checkPeers(t, netip.MustParseAddr("2001:db8::10"), srv[0], srv[1])
-	names := map[string]bool{}
-	for i := range 6 {
-		reply, err := labserver.UDPEcho(l.topo.Client, netip.AddrPortFrom(vip, 5353), fmt.Sprint("ping", i), time.Second)
-		if err != nil {
-			t.Fatalf("udp echo %d: %v", i, err)
-		}
-		name, _, _ := strings.Cut(reply, " ")
-		names[name] = true
-	}
-	if !names["rs1-v6"] || !names["rs2-v6"] {
-		t.Errorf("udp echoes came from %v, want both real servers", names)
-	}
+	checkV6Pair(t, "TUN IPv6", l.topo.Client, vip, netip.MustParseAddr("2001:db8::10"), srv)
 }
 
 // TestLabTUNIPv6Outer: real servers reached over IPv6 only. The director
@@ -642,15 +624,24 @@ func TestLabTUNIPv6Outer(t *testing.T) {
 	udpBoth(t, l.topo.Client, netip.AddrPortFrom(netlab.VIP, 53))
 
 	// 6in6: the IPv6 VIP.
-	got := tally(t, l.topo.Client, netip.AddrPortFrom(vip6, 8080), n)
-	t.Logf("TUN 6in6 HTTP: %v", got)
+	checkV6Pair(t, "TUN 6in6", l.topo.Client, vip6, client6, srv)
+}
+
+// checkV6Pair: 100 new HTTP connections from client to vip:8080 and six
+// UDP echoes to vip:5353 are all answered by the two real servers' "-v6"
+// servers in srv, both serving, and they saw the client's own address.
+func checkV6Pair(t *testing.T, what string, client *netlab.Host, vip, clientAddr netip.Addr, srv [2]*labserver.Server) {
+	t.Helper()
+	const n = 100
+	got := tally(t, client, netip.AddrPortFrom(vip, 8080), n)
+	t.Logf("%s HTTP: %v", what, got)
 	if got["rs1-v6"]+got["rs2-v6"] != n || got["rs1-v6"] == 0 || got["rs2-v6"] == 0 {
 		t.Errorf("answers %v, want %d from rs1-v6 and rs2-v6 together, both serving", got, n)
 	}
-	checkPeers(t, client6, srv[0], srv[1])
+	checkPeers(t, clientAddr, srv[0], srv[1])
 	names := map[string]bool{}
 	for i := range 6 {
-		reply, err := labserver.UDPEcho(l.topo.Client, netip.AddrPortFrom(vip6, 5353), fmt.Sprint("ping", i), time.Second)
+		reply, err := labserver.UDPEcho(client, netip.AddrPortFrom(vip, 5353), fmt.Sprint("ping", i), time.Second)
 		if err != nil {
 			t.Fatalf("udp echo %d: %v", i, err)
 		}

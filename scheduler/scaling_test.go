@@ -3,7 +3,9 @@ package scheduler
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -11,21 +13,30 @@ import (
 // Run: go test -run '^$' -bench PickScaling -benchtime 200ms -count 5 ./scheduler/
 //
 // BenchmarkPickScaling runs every scheduler at 256 servers with one worker
-// and then with two, in alternating rounds of the same run, and reports
-// ratio: two workers' pick throughput over one's (the target is 1.7 or
-// more; 2 is perfect). Each round also runs "machine", a pick that does
-// register work only, under the same conditions: its ratio is what the
-// machine itself gave two threads at that time.
+// and then with two, in rounds of the same run, and reports ratio: two
+// workers' pick throughput over one's, the median over the rounds (the
+// target is 1.7 or more; 2 is perfect). Each round brackets the picks with
+// "machine", a pick that does register work only, run the same way: its
+// ratio is what the machine itself gave two threads at that time.
 //
 // On a shared virtual machine the host may not run both vCPUs at once
-// (its steal time), and no code scales then: machine shows it. The
+// for seconds at a time (its steal time, or both on one core), and no
+// code scales then: machine shows it. Only rounds in which machine is at
+// least 1.8 count ("clean"; the figure logged says how many of 15). The
 // workers' own CPU time does not include steal, so cpu-ratio (2 × one
 // worker's CPU time per pick / two workers' CPU time per pick, from the
 // round in which the two ran together the most, busy = that fraction)
 // measures what two workers cost each other (false sharing, contended
-// atomics) even then, as long as busy is near 1. Each benchmark logs
-// "pass" when ratio ≥ 1.7, else "short" with these figures (runs shorter
-// than 50 ms, the framework's probing runs, log nothing).
+// atomics) even in rounds that are not clean, as long as busy is near 1.
+// Each benchmark logs "pass" when ratio ≥ 1.7 over at least 3 clean
+// rounds, else "short" or "unjudged" with these figures (the
+// framework's short probing runs log nothing).
+//
+// Each phase is timed from a barrier the workers spin at to the last
+// worker's end. Timed from their release instead, as before, the wake-up
+// of the second parked thread (an idle vCPU: a VM exit) counted as pick
+// time and gave ratios of 1.0 to 1.6 that moved from run to run with the
+// same code; from the barrier they are 1.86 to 2.02.
 //
 // It is how rr's and wrr's 0.6 was found: cpu-ratio 0.6 at busy 0.95
 // while machine was 1.9, so two workers cost each other CPU; the same
@@ -45,15 +56,22 @@ func BenchmarkPickScaling(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			r := scaleRounds(b, s, flows)
+			b.ResetTimer()
+			r := scaleRounds(b, s, flows, 1)
+			// The same scheduler behind one mutex, as the baseline that
+			// does not scale; a sixteenth of the picks, it is slower.
+			m := scaleRounds(b, &mutexSched{s: s}, flows, 16)
+			b.StopTimer()
 			b.ReportMetric(r.ratio, "ratio")
+			b.ReportMetric(m.ratio, "mutex-ratio")
 			b.ReportMetric(r.cpuRatio, "cpu-ratio")
 			b.ReportMetric(r.busy, "busy")
 			b.ReportMetric(r.machine, "machine")
 			b.ReportMetric(r.ns1, "ns/pick-1")
 			b.ReportMetric(r.ns2, "ns/pick-2")
-			if r.total >= 50*time.Millisecond { // not the framework's short probing runs
-				b.Log(r.verdict(name))
+			b.ReportMetric(float64(r.clean), "clean")
+			if b.N >= 1<<20 && r.total >= 50*time.Millisecond { // not the framework's short probing runs
+				b.Log(r.verdict(name) + fmt.Sprintf("; behind a mutex: ratio %.2f", m.ratio))
 			}
 		})
 	}
@@ -82,32 +100,42 @@ func (spinPicker) Pick(f *Flow) int {
 type scaleResult struct {
 	ratio, cpuRatio, busy, machine float64
 	ns1, ns2                       float64 // best wall ns per pick, 1 and 2 workers
+	clean                          int     // rounds in which the machine scaled
 	total                          time.Duration
 }
 
 func (r scaleResult) verdict(name string) string {
 	v := "pass"
-	if r.ratio < 1.7 {
+	switch {
+	case r.clean < 3:
+		v = fmt.Sprintf("unjudged: the machine gave two threads %.1f or more in only %d rounds; cpu-ratio %.2f at busy %.2f is the pick's own scaling",
+			cleanMachine, r.clean, r.cpuRatio, r.busy)
+	case r.ratio < 1.7:
 		v = "short"
-		if r.machine < 1.7 {
-			v += fmt.Sprintf(" (the machine itself gave two threads %.2f; cpu-ratio %.2f at busy %.2f is the pick's own scaling)",
-				r.machine, r.cpuRatio, r.busy)
-		}
 	}
-	return fmt.Sprintf("%s: ratio %.2f (1 worker %.1f ns/pick, 2 workers %.1f), cpu-ratio %.2f, busy %.2f, machine %.2f: %s",
-		name, r.ratio, r.ns1, r.ns2, r.cpuRatio, r.busy, r.machine, v)
+	return fmt.Sprintf("%s: ratio %.2f over %d clean rounds (1 worker %.1f ns/pick, 2 workers %.1f), cpu-ratio %.2f, busy %.2f, machine %.2f: %s",
+		name, r.ratio, r.clean, r.ns1, r.ns2, r.cpuRatio, r.busy, r.machine, v)
 }
 
 // phase is one timed run of g workers, each making n picks.
 type phase struct {
 	wall time.Duration
 	cpu  time.Duration // summed over the workers; <0 when unknown
+	// rate is the workers' picks per nanosecond, all of them over the
+	// span from the first worker's start to the last one's end. The
+	// span starts at a barrier the workers spin at, not at the phase's
+	// start: waking a parked thread on an idle vCPU can take longer
+	// than a short phase and is not the picks' cost.
+	rate float64
 }
 
 func runPhase(s picker, flows []Flow, g, n int) phase {
-	var start, done sync.WaitGroup
-	start.Add(1)
+	var done sync.WaitGroup
+	// The workers start together at a spinning barrier: waking a parked
+	// thread on an idle vCPU takes longer than many picks.
+	var ready atomic.Int32
 	cpus := make([]time.Duration, g)
+	t0s, t1s := make([]time.Time, g), make([]time.Time, g)
 	for k := range g {
 		done.Add(1)
 		go func() {
@@ -120,14 +148,18 @@ func runPhase(s picker, flows []Flow, g, n int) phase {
 				_ [2 * lineSize]byte
 			})
 			f := &w.f
-			start.Wait()
+			ready.Add(1)
+			for ready.Load() < int32(g) {
+			}
 			c0 := threadCPU()
+			t0s[k] = time.Now()
 			sum := 0
 			for i := range n {
 				*f = flows[i&1023]
 				f.Shard = uint16(k)
 				sum += s.Pick(f)
 			}
+			t1s[k] = time.Now()
 			if c0 >= 0 {
 				cpus[k] = threadCPU() - c0
 			} else {
@@ -136,12 +168,19 @@ func runPhase(s picker, flows []Flow, g, n int) phase {
 			benchSink.Add(int64(sum))
 		}()
 	}
-	// Let the workers reach start.Wait on their threads first.
-	time.Sleep(time.Millisecond)
 	t0 := time.Now()
-	start.Done()
 	done.Wait()
 	p := phase{wall: time.Since(t0)}
+	first, last := t0s[0], t1s[0]
+	for k := range g {
+		if t0s[k].Before(first) {
+			first = t0s[k]
+		}
+		if t1s[k].After(last) {
+			last = t1s[k]
+		}
+	}
+	p.rate = float64(g*n) / float64(max(last.Sub(first), 1))
 	for _, c := range cpus {
 		if c < 0 {
 			p.cpu = -1
@@ -152,46 +191,70 @@ func runPhase(s picker, flows []Flow, g, n int) phase {
 	return p
 }
 
-// scaleRounds alternates one worker and two workers over s (and the same
-// for spinPicker) in rounds and keeps each one's best.
-func scaleRounds(b *testing.B, s picker, flows []Flow) scaleResult {
-	const rounds = 5
-	n := max(b.N/rounds, 1)
-	best := func(d, x time.Duration) time.Duration {
-		if d == 0 || x < d {
-			return x
-		}
-		return d
-	}
-	var s1, s2, m1, m2, c1, c2 time.Duration
+// scaleRounds runs rounds of one worker and two workers over s, each
+// bracketed by the same for spinPicker (machine before and after, so the
+// machine's ratio covers the pick's time), and reports the median of the
+// rounds' ratios. A round counts ("clean") only when the machine gave two
+// threads at least cleanMachine in it: on this shared VM the host
+// sometimes runs both vCPUs on one core for seconds at a time, and no code
+// scales then. Without a clean round, the median of all rounds is
+// reported and clean is 0.
+func scaleRounds(b *testing.B, s picker, flows []Flow, div int) scaleResult {
+	const rounds = 15
+	n := max(b.N/rounds/div, 1)
 	var r scaleResult
-	b.ResetTimer()
+	var all, clean, cleanM, allM []float64
+	var c1 time.Duration
 	t0 := time.Now()
 	for range rounds {
+		q1 := runPhase(spinPicker{}, flows, 1, n)
 		p1 := runPhase(s, flows, 1, n)
 		p2 := runPhase(s, flows, 2, n)
-		q1 := runPhase(spinPicker{}, flows, 1, n)
 		q2 := runPhase(spinPicker{}, flows, 2, n)
-		s1, s2 = best(s1, p1.wall), best(s2, p2.wall)
-		m1, m2 = best(m1, q1.wall), best(m2, q2.wall)
-		if p1.cpu > 0 {
-			c1 = best(c1, p1.cpu)
+		ratio, machine := p2.rate/p1.rate, q2.rate/q1.rate
+		if debugRounds {
+			b.Logf("round: ratio %.2f machine %.2f n %d", ratio, machine, n)
 		}
-		// c2 is from the round whose two workers overlapped the most.
-		if busy := float64(p2.cpu) / float64(2*p2.wall); p2.cpu > 0 && busy > r.busy {
-			r.busy, c2 = busy, p2.cpu
+		all, allM = append(all, ratio), append(allM, machine)
+		if machine >= cleanMachine {
+			clean, cleanM = append(clean, ratio), append(cleanM, machine)
+		}
+		if r.ns1 == 0 || float64(p1.wall)/float64(n) < r.ns1 {
+			r.ns1 = float64(p1.wall) / float64(n)
+		}
+		if r.ns2 == 0 || float64(p2.wall)/float64(2*n) < r.ns2 {
+			r.ns2 = float64(p2.wall) / float64(2*n)
+		}
+		if p1.cpu > 0 && (c1 == 0 || p1.cpu < c1) {
+			c1 = p1.cpu
+		}
+		// cpu-ratio is from the round whose two workers overlapped the most.
+		if busy := float64(p2.cpu) / float64(2*p2.wall); p2.cpu > 0 && busy > r.busy && c1 > 0 {
+			r.busy = busy
+			// Per pick: c1/n for one worker, p2.cpu/2n for two.
+			r.cpuRatio = 2 * (float64(c1) / float64(n)) / (float64(p2.cpu) / float64(2*n))
 		}
 	}
-	b.StopTimer()
 	r.total = time.Since(t0)
-	// Two workers made 2n picks in s2, one made n in s1.
-	r.ratio = 2 * float64(s1) / float64(s2)
-	r.machine = 2 * float64(m1) / float64(m2)
-	r.ns1 = float64(s1) / float64(n)
-	r.ns2 = float64(s2) / float64(2*n)
-	if c1 > 0 && c2 > 0 {
-		// Per pick: c1/n for one worker, c2/2n for two.
-		r.cpuRatio = 2 * (float64(c1) / float64(n)) / (float64(c2) / float64(2*n))
+	r.clean = len(clean)
+	if r.clean > 0 {
+		r.ratio, r.machine = median(clean), median(cleanM)
+	} else {
+		r.ratio, r.machine = median(all), median(allM)
 	}
 	return r
 }
+
+// cleanMachine is the machine ratio a round needs to count.
+const cleanMachine = 1.8
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+var debugRounds = false

@@ -279,11 +279,11 @@ func (dp *Dataplane) publishLocked(cfgs []ServiceConfig) error {
 		// now owns the VIP, has no socket for it, and resets the client's
 		// connection. Dropped, they are retransmitted.
 		keys = append(keys, bpf.ServiceKey{Addr: svc.Key.Addr, Proto: svc.Key.Proto, Port: svc.Key.Port})
-		if svc.Method != NAT {
-			continue
-		}
 		// Replies from NAT real servers, and the ICMP errors they send.
 		for _, d := range svc.dests {
+			if d.Method != NAT {
+				continue
+			}
 			port := d.Port
 			if svc.Key.Port == 0 {
 				port = 0

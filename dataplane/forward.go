@@ -416,7 +416,7 @@ func (f *forwarder) forward(buf []byte, off, n int, p *Packet, k *connKey, h uin
 				d = nil
 			} else {
 				tb := tcpInputOnly
-				if d.svc.Method == NAT {
+				if d.Method == NAT {
 					tb = tcpInput
 				}
 				ns = nextTCPStateIn(tb, st, p.TCPFlags)
@@ -429,7 +429,7 @@ func (f *forwarder) forward(buf []byte, off, n int, p *Packet, k *connKey, h uin
 			if d.svc.persist > 0 {
 				f.keepTemplate(d, k, now)
 			}
-			if d.svc.Method == NAT {
+			if d.Method == NAT {
 				f.natIndex(k, d, ns, now+f.table.timeout(ns), now, false)
 			}
 		}
@@ -456,7 +456,7 @@ func (f *forwarder) emit(buf []byte, off, n int, p *Packet, k *connKey, d *Dest)
 	// is answered with ICMP time-exceeded (timeExceeded). TUN does it
 	// after its MTU check, so that an ICMP error quotes the packet as the
 	// client sent it.
-	switch d.svc.Method {
+	switch d.Method {
 	case DR:
 		if !decTTL(frame, p) {
 			return f.timeExceeded(buf, off, p)
@@ -611,7 +611,7 @@ func (f *forwarder) schedule(p *Packet, k *connKey, h uint64, snap *Snapshot, no
 	if !inserted {
 		f.q.TableFull.Add(1)
 	}
-	if svc.Method == NAT {
+	if d.Method == NAT {
 		f.natIndex(k, d, state, exp, now, true)
 	}
 	f.pending(d.ID).conns++

@@ -168,7 +168,7 @@ func (f *forwarder) natReply(frame []byte, off int, p *Packet, k, rk *connKey, r
 		return txOut{}, DropNone, false
 	}
 	d := snap.DestByID(id)
-	if d == nil || d.svc.Method != NAT || d.a0 != k.c0 || d.a1 != k.c1 {
+	if d == nil || d.Method != NAT || d.a0 != k.c0 || d.a1 != k.c1 {
 		f.table.reap(ri, rc)
 		return txOut{}, DropDestGone, true
 	}
@@ -314,7 +314,7 @@ func (f *forwarder) natICMP(frame []byte, off int, p *Packet, snap *Snapshot, no
 		return txOut{}, DropNoConn
 	}
 	d := snap.DestByID(id)
-	if d == nil || d.svc.Method != NAT {
+	if d == nil || d.Method != NAT {
 		return txOut{}, DropDestGone
 	}
 	svc := d.svc

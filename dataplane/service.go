@@ -75,6 +75,11 @@ type DestConfig struct {
 	Lower  int32 // ipvsadm -y
 	// MAC, when set, is used as is; otherwise the Resolver's answer is.
 	MAC net.HardwareAddr
+	// Method, when OwnMethod is set, is this real server's forwarding
+	// method (ipvsadm -g/-i/-m per real server, keepalived's lb_kind in a
+	// real_server block); otherwise the service's Method is.
+	Method    Method
+	OwnMethod bool
 }
 
 // destIdentity identifies a real server of a service across snapshots, so its
@@ -228,6 +233,9 @@ type Dest struct {
 	Up     bool
 	MAC    [6]byte
 	HasMAC bool
+	// Method is how packets reach this real server: its own, or its
+	// service's.
+	Method Method
 	svc    *Service
 	ip     [16]byte // Addr as 16 bytes (IPv4-mapped for IPv4)
 	a0, a1 uint64   // Addr as conn-table key words
@@ -411,7 +419,14 @@ func buildSnapshot(cfgs []ServiceConfig, prev *Snapshot, ids *idAllocator, table
 				port = c.Key.Port
 			}
 			idk := destIdentity{svc: c.Key, addr: dc.Addr.Unmap(), port: port}
-			if c.Method == NAT && idk.addr.Is4() != c.Key.Addr.Is4() {
+			m := c.Method
+			if dc.OwnMethod {
+				m = dc.Method
+			}
+			if m > NAT {
+				return nil, fmt.Errorf("service %s: real server %s: forwarding method %v: %w", c.Key, idk.addr, m, ErrBadService)
+			}
+			if m == NAT && idk.addr.Is4() != c.Key.Addr.Is4() {
 				return nil, fmt.Errorf("service %s: real server %s: NAT needs the VIP's address family: %w", c.Key, idk.addr, ErrBadService)
 			}
 			if keep[idk] {
@@ -422,8 +437,8 @@ func buildSnapshot(cfgs []ServiceConfig, prev *Snapshot, ids *idAllocator, table
 				return nil, err
 			}
 			keep[idk] = true
-			d := &Dest{ID: id, Addr: idk.addr, Port: port, Weight: dc.Weight, Up: dc.Up, svc: svc, ip: idk.addr.As16(),
-				tun6: c.Method == TUN && idk.addr.Is6()}
+			d := &Dest{ID: id, Addr: idk.addr, Port: port, Weight: dc.Weight, Up: dc.Up, Method: m, svc: svc, ip: idk.addr.As16(),
+				tun6: m == TUN && idk.addr.Is6()}
 			d.a0, d.a1 = addrWords(idk.addr)
 			mac := dc.MAC
 			if hops != nil {
@@ -431,7 +446,7 @@ func buildSnapshot(cfgs []ServiceConfig, prev *Snapshot, ids *idAllocator, table
 					// DR rewrites only MACs: a routed real server would
 					// get packets for the VIP through a router, which
 					// sends them back here. It stays without a MAC.
-					if len(mac) != 6 && !(c.Method == DR && h.Gateway) {
+					if len(mac) != 6 && !(m == DR && h.Gateway) {
 						mac = h.MAC
 					}
 					d.port, d.mtu = h.Port, h.MTU
@@ -442,7 +457,7 @@ func buildSnapshot(cfgs []ServiceConfig, prev *Snapshot, ids *idAllocator, table
 					}
 				}
 			}
-			if c.Method == NAT {
+			if m == NAT {
 				if s.natReals == nil {
 					s.natReals = map[[2]uint64]bool{}
 				}
@@ -491,7 +506,7 @@ func buildSnapshot(cfgs []ServiceConfig, prev *Snapshot, ids *idAllocator, table
 				fd := destFast{mac: d.MAC, port: uint8(d.port)}
 				if svc.Active {
 					fd.flags |= fastActive
-					if svc.Method == DR {
+					if d.Method == DR {
 						fd.flags |= fastDR
 					}
 				}

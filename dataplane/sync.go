@@ -62,7 +62,7 @@ func importConn(snap *Snapshot, t *ConnTable, e ConnEntry) error {
 			t.reap(i, c)
 			// A NAT flow's reply index names its real server: the
 			// old one's goes with it.
-			if od := snap.DestByID(id); od != nil && od.svc.Method == NAT && !e.Template {
+			if od := snap.DestByID(id); od != nil && od.Method == NAT && !e.Template {
 				var ok connKey
 				natOutKey(&ok, e.Proto, c0, c1, e.Client.Port(), od, natPort(od, e.Virtual.Port()))
 				if oi, oc, _ := t.lookup(&ok, now); oi >= 0 {
@@ -74,7 +74,7 @@ func importConn(snap *Snapshot, t *ConnTable, e ConnEntry) error {
 	if !placed && !t.insert(&k, d.ID, e.State, exp, now) {
 		return fmt.Errorf("import conn %v→%v: conn table full", e.Client, e.Virtual)
 	}
-	if svc.Method == NAT && !e.Template {
+	if d.Method == NAT && !e.Template {
 		// The reply index, so that the real server's replies find the flow.
 		var rk connKey
 		natOutKey(&rk, e.Proto, c0, c1, e.Client.Port(), d, natPort(d, e.Virtual.Port()))

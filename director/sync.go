@@ -379,7 +379,7 @@ func toSyncConn(snap *dataplane.Snapshot, e *dataplane.ConnEntry, c *connsync.Co
 	}
 	if snap != nil {
 		if d := snap.DestByID(e.DestID); d != nil {
-			switch d.Service().Method {
+			switch d.Method {
 			case dataplane.DR:
 				c.Flags |= connsync.FlagDRoute
 			case dataplane.TUN:

@@ -256,10 +256,11 @@ func (t *table) dataplaneServices(active func(netip.Addr) bool) []dataplane.Serv
 			sc.Dests = append(sc.Dests, dataplane.DestConfig{
 				Addr: r.dest.Addr, Port: r.dest.Port, Weight: r.liveWeight(), Up: true,
 				Upper: int32(r.dest.Upper), Lower: int32(r.dest.Lower),
+				Method: dpMethod(r.dest.Method), OwnMethod: true,
 			})
 		}
-		// The dataplane forwards one way per service; keepalived allows a
-		// per-server lb_kind but the tutorials never mix them.
+		// Each real server is forwarded by its own method, as in IPVS;
+		// the service's is what listings show, its first real server's.
 		if len(visible) > 0 {
 			sc.Method = dpMethod(visible[0].dest.Method)
 		} else if len(s.reals) > 0 {

@@ -50,7 +50,9 @@ func (k ServiceKey) String() string {
 
 // ServiceConfig is one virtual service as the control plane describes it.
 type ServiceConfig struct {
-	Key          ServiceKey
+	Key ServiceKey
+	// Method is the real servers' forwarding method, unless one has its
+	// own (DestConfig.OwnMethod).
 	Method       Method
 	Scheduler    string // "rr", "wrr", ... as ipvsadm spells them
 	SchedOptions scheduler.Options
@@ -76,7 +78,7 @@ type DestConfig struct {
 	// MAC, when set, is used as is; otherwise the Resolver's answer is.
 	MAC net.HardwareAddr
 	// Method, when OwnMethod is set, is this real server's forwarding
-	// method (ipvsadm -g/-i/-m per real server, keepalived's lb_kind in a
+	// method (ipvsadm -g/-i/-m per real server, lvs_method in a
 	// real_server block); otherwise the service's Method is.
 	Method    Method
 	OwnMethod bool

@@ -20,8 +20,7 @@ import (
 // ratio is what the machine itself gave two threads at that time.
 //
 // On a shared virtual machine the host may not run both vCPUs at once
-// for seconds at a time (its steal time, or both on one core), and no
-// code scales then: machine shows it. Only rounds in which machine is at
+// (its steal time), at times for seconds, and no code scales then: machine shows it. Only rounds in which machine is at
 // least 1.8 count ("clean"; the figure logged says how many of 15). The
 // workers' own CPU time does not include steal, so cpu-ratio (2 × one
 // worker's CPU time per pick / two workers' CPU time per pick, from the
@@ -33,10 +32,10 @@ import (
 // framework's short probing runs log nothing).
 //
 // Each phase is timed from a barrier the workers spin at to the last
-// worker's end. Timed from their release instead, as before, the wake-up
-// of the second parked thread (an idle vCPU: a VM exit) counted as pick
-// time and gave ratios of 1.0 to 1.6 that moved from run to run with the
-// same code; from the barrier they are 1.86 to 2.02.
+// worker's end. Timed from their release, the wake-up of the second
+// parked thread (an idle vCPU: a VM exit) counted as pick time and gave
+// ratios of 1.0 to 1.6 that moved from run to run with the same code;
+// from the barrier they are 1.86 to 2.02.
 //
 // It is how rr's and wrr's 0.6 was found: cpu-ratio 0.6 at busy 0.95
 // while machine was 1.9, so two workers cost each other CPU; the same
@@ -99,7 +98,7 @@ func (spinPicker) Pick(f *Flow) int {
 
 type scaleResult struct {
 	ratio, cpuRatio, busy, machine float64
-	ns1, ns2                       float64 // best wall ns per pick, 1 and 2 workers
+	ns1, ns2                       float64 // best ns per pick, 1 worker and 2 together
 	clean                          int     // rounds in which the machine scaled
 	total                          time.Duration
 }
@@ -119,21 +118,18 @@ func (r scaleResult) verdict(name string) string {
 
 // phase is one timed run of g workers, each making n picks.
 type phase struct {
-	wall time.Duration
+	// span runs from the first worker's start to the last one's end.
+	// The workers start at a barrier they spin at, not when the phase
+	// starts them: waking a parked thread on an idle vCPU can take
+	// longer than a short phase and is not the picks' cost.
+	span time.Duration
 	cpu  time.Duration // summed over the workers; <0 when unknown
-	// rate is the workers' picks per nanosecond, all of them over the
-	// span from the first worker's start to the last one's end. The
-	// span starts at a barrier the workers spin at, not at the phase's
-	// start: waking a parked thread on an idle vCPU can take longer
-	// than a short phase and is not the picks' cost.
-	rate float64
+	rate float64       // all the workers' picks per nanosecond of span
 }
 
 func runPhase(s picker, flows []Flow, g, n int) phase {
 	var done sync.WaitGroup
-	// The workers start together at a spinning barrier: waking a parked
-	// thread on an idle vCPU takes longer than many picks.
-	var ready atomic.Int32
+	var ready atomic.Int32 // the barrier
 	cpus := make([]time.Duration, g)
 	t0s, t1s := make([]time.Time, g), make([]time.Time, g)
 	for k := range g {
@@ -168,9 +164,8 @@ func runPhase(s picker, flows []Flow, g, n int) phase {
 			benchSink.Add(int64(sum))
 		}()
 	}
-	t0 := time.Now()
 	done.Wait()
-	p := phase{wall: time.Since(t0)}
+	var p phase
 	first, last := t0s[0], t1s[0]
 	for k := range g {
 		if t0s[k].Before(first) {
@@ -180,7 +175,8 @@ func runPhase(s picker, flows []Flow, g, n int) phase {
 			last = t1s[k]
 		}
 	}
-	p.rate = float64(g*n) / float64(max(last.Sub(first), 1))
+	p.span = max(last.Sub(first), 1)
+	p.rate = float64(g*n) / float64(p.span)
 	for _, c := range cpus {
 		if c < 0 {
 			p.cpu = -1
@@ -195,9 +191,7 @@ func runPhase(s picker, flows []Flow, g, n int) phase {
 // bracketed by the same for spinPicker (machine before and after, so the
 // machine's ratio covers the pick's time), and reports the median of the
 // rounds' ratios. A round counts ("clean") only when the machine gave two
-// threads at least cleanMachine in it: on this shared VM the host
-// sometimes runs both vCPUs on one core for seconds at a time, and no code
-// scales then. Without a clean round, the median of all rounds is
+// threads at least cleanMachine in it (see BenchmarkPickScaling). Without a clean round, the median of all rounds is
 // reported and clean is 0.
 func scaleRounds(b *testing.B, s picker, flows []Flow, div int) scaleResult {
 	const rounds = 15
@@ -212,24 +206,21 @@ func scaleRounds(b *testing.B, s picker, flows []Flow, div int) scaleResult {
 		p2 := runPhase(s, flows, 2, n)
 		q2 := runPhase(spinPicker{}, flows, 2, n)
 		ratio, machine := p2.rate/p1.rate, q2.rate/q1.rate
-		if debugRounds {
-			b.Logf("round: ratio %.2f machine %.2f n %d", ratio, machine, n)
-		}
 		all, allM = append(all, ratio), append(allM, machine)
 		if machine >= cleanMachine {
 			clean, cleanM = append(clean, ratio), append(cleanM, machine)
 		}
-		if r.ns1 == 0 || float64(p1.wall)/float64(n) < r.ns1 {
-			r.ns1 = float64(p1.wall) / float64(n)
+		if r.ns1 == 0 || 1/p1.rate < r.ns1 {
+			r.ns1 = 1 / p1.rate
 		}
-		if r.ns2 == 0 || float64(p2.wall)/float64(2*n) < r.ns2 {
-			r.ns2 = float64(p2.wall) / float64(2*n)
+		if r.ns2 == 0 || 1/p2.rate < r.ns2 {
+			r.ns2 = 1 / p2.rate
 		}
 		if p1.cpu > 0 && (c1 == 0 || p1.cpu < c1) {
 			c1 = p1.cpu
 		}
 		// cpu-ratio is from the round whose two workers overlapped the most.
-		if busy := float64(p2.cpu) / float64(2*p2.wall); p2.cpu > 0 && busy > r.busy && c1 > 0 {
+		if busy := float64(p2.cpu) / float64(2*p2.span); p2.cpu > 0 && busy > r.busy && c1 > 0 {
 			r.busy = busy
 			// Per pick: c1/n for one worker, p2.cpu/2n for two.
 			r.cpuRatio = 2 * (float64(c1) / float64(n)) / (float64(p2.cpu) / float64(2*n))
@@ -256,5 +247,3 @@ func median(xs []float64) float64 {
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
-
-var debugRounds = false

@@ -130,26 +130,9 @@ func TestXVSDNAT(t *testing.T) {
 	}
 }
 
-const mixedConf = `virtual_server 198.18.0.100 80 {
-    delay_loop 1
-    lb_algo rr
-    lb_kind NAT
-    protocol TCP
-    real_server 198.19.0.11 8080 {
-        weight 1
-        TCP_CHECK {
-            connect_timeout 1
-        }
-    }
-    real_server 198.18.0.13 80 {
-        weight 1
-        lvs_method DR
-        TCP_CHECK {
-            connect_timeout 1
-        }
-    }
-}
-`
+// mixedConf is natConf with its second real server replaced by a DR one
+// on the client's network.
+var mixedConf = strings.Replace(natConf, "real_server 198.19.0.12 8080 {\n", "real_server 198.18.0.13 80 {\n        lvs_method DR\n", 1)
 
 // TestXVSDMixedMethods: one virtual server with a NAT real server and,
 // through its real_server block's lvs_method, a DR one, as IPVS allows.

@@ -102,12 +102,11 @@ func keyFromFlow(fk directorFlowKey) ServiceKey {
 	}
 }
 
-// syncKeys makes hash map m hold exactly keys (value 1): missing keys are
-// added before stale ones are removed, so a key present in both the old and
-// new set never disappears, even for an instant.
-func syncKeys[K comparable](m *ebpf.Map, keys []K) error {
+// syncKeys makes hash map m hold exactly keys, each with value one:
+// missing keys are added before stale ones are removed, so a key present in
+// both the old and new set never disappears, even for an instant.
+func syncKeys[K comparable, V any](m *ebpf.Map, keys []K, one V) error {
 	want := make(map[K]struct{}, len(keys))
-	one := uint32(1)
 	for _, k := range keys {
 		want[k] = struct{}{}
 		if err := m.Update(&k, &one, ebpf.UpdateAny); err != nil {
@@ -116,7 +115,7 @@ func syncKeys[K comparable](m *ebpf.Map, keys []K) error {
 	}
 	var stale []K
 	var k K
-	var v uint32
+	var v V
 	it := m.Iterate()
 	for it.Next(&k, &v) {
 		if _, ok := want[k]; !ok {
@@ -143,7 +142,7 @@ func syncSet(m *ebpf.Map, keys []ServiceKey) error {
 		}
 		fks = append(fks, flowKey(k))
 	}
-	return syncKeys(m, fks)
+	return syncKeys(m, fks, uint32(1))
 }
 
 // SetServices makes the services map hold exactly keys.
@@ -170,7 +169,7 @@ func (d *Director) SetLocalAddrs(addrs []netip.Addr) error {
 	for _, a := range addrs {
 		keys = append(keys, a.Unmap().As16())
 	}
-	if err := syncKeys(d.objs.LocalAddrs, keys); err != nil {
+	if err := syncKeys(d.objs.LocalAddrs, keys, uint32(1)); err != nil {
 		return fmt.Errorf("local_addrs map: %w", err)
 	}
 	return nil

@@ -350,17 +350,11 @@ func (d *Decap) DeleteVIP(addr netip.Addr) error {
 
 // VIPs lists the VIPs, sorted.
 func (d *Decap) VIPs() ([]netip.Addr, error) {
-	v4, err := keys4(d.objs.DecapVips)
+	l, err := addrsOf(d.objs.DecapVips, d.objs.DecapVips6)
 	if err != nil {
 		return nil, fmt.Errorf("decap: list VIPs: %w", err)
 	}
-	v6, err := keys6(d.objs.DecapVips6)
-	if err != nil {
-		return nil, fmt.Errorf("decap: list IPv6 VIPs: %w", err)
-	}
-	v4 = append(v4, v6...)
-	slices.SortFunc(v4, netip.Addr.Compare)
-	return v4, nil
+	return l, nil
 }
 
 // SetLocals makes the set of host addresses that tunnels may be addressed
@@ -369,54 +363,24 @@ func (d *Decap) VIPs() ([]netip.Addr, error) {
 // Addresses are added before stale ones go, so a kept address never
 // disappears. An invalid address is refused before anything changes.
 func (d *Decap) SetLocals(addrs []netip.Addr) error {
-	want4 := make(map[[4]byte]bool, len(addrs))
-	want6 := make(map[[16]byte]bool, len(addrs))
+	var want4 [][4]byte
+	var want6 [][16]byte
 	for _, a := range addrs {
 		a = a.Unmap()
 		switch {
 		case a.Is4():
-			want4[a.As4()] = true
+			want4 = append(want4, a.As4())
 		case a.Is6():
-			want6[a.As16()] = true
+			want6 = append(want6, a.As16())
 		default:
 			return errors.New("decap: local address: invalid address")
 		}
 	}
-	for k := range want4 {
-		if err := d.objs.DecapLocals.Update(&k, &present, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("decap: add local address %v: %w", netip.AddrFrom4(k), err)
-		}
+	if err := syncKeys(d.objs.DecapLocals, want4, present); err != nil {
+		return fmt.Errorf("decap: local IPv4 addresses: %w", err)
 	}
-	for k := range want6 {
-		if err := d.objs.DecapLocals6.Update(&k, &present, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("decap: add local address %v: %w", netip.AddrFrom16(k), err)
-		}
-	}
-	have4, err := keys4(d.objs.DecapLocals)
-	if err != nil {
-		return fmt.Errorf("decap: list local IPv4 addresses: %w", err)
-	}
-	for _, a := range have4 {
-		k := a.As4()
-		if want4[k] {
-			continue
-		}
-		if err := d.objs.DecapLocals.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("decap: delete local address %v: %w", a, err)
-		}
-	}
-	have6, err := keys6(d.objs.DecapLocals6)
-	if err != nil {
-		return fmt.Errorf("decap: list local IPv6 addresses: %w", err)
-	}
-	for _, a := range have6 {
-		k := a.As16()
-		if want6[k] {
-			continue
-		}
-		if err := d.objs.DecapLocals6.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("decap: delete local address %v: %w", a, err)
-		}
+	if err := syncKeys(d.objs.DecapLocals6, want6, present); err != nil {
+		return fmt.Errorf("decap: local IPv6 addresses: %w", err)
 	}
 	return nil
 }
@@ -424,39 +388,36 @@ func (d *Decap) SetLocals(addrs []netip.Addr) error {
 // Locals lists the host addresses tunnels may be addressed to, IPv4 and
 // IPv6, sorted.
 func (d *Decap) Locals() ([]netip.Addr, error) {
-	l, err := keys4(d.objs.DecapLocals)
+	l, err := addrsOf(d.objs.DecapLocals, d.objs.DecapLocals6)
 	if err != nil {
-		return nil, fmt.Errorf("decap: list local IPv4 addresses: %w", err)
+		return nil, fmt.Errorf("decap: list local addresses: %w", err)
 	}
-	l6, err := keys6(d.objs.DecapLocals6)
-	if err != nil {
-		return nil, fmt.Errorf("decap: list local IPv6 addresses: %w", err)
-	}
-	l = append(l, l6...)
-	slices.SortFunc(l, netip.Addr.Compare)
 	return l, nil
 }
 
-func keys6(m *ebpf.Map) ([]netip.Addr, error) {
+// addrsOf lists the keys of an IPv4-keyed and an IPv6-keyed address set,
+// sorted.
+func addrsOf(m4, m6 *ebpf.Map) ([]netip.Addr, error) {
 	var out []netip.Addr
-	var k [16]byte
+	var k4 [4]byte
+	var k6 [16]byte
 	var v uint8
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		out = append(out, netip.AddrFrom16(k))
+	it := m4.Iterate()
+	for it.Next(&k4, &v) {
+		out = append(out, netip.AddrFrom4(k4))
 	}
-	return out, it.Err()
-}
-
-func keys4(m *ebpf.Map) ([]netip.Addr, error) {
-	var out []netip.Addr
-	var k [4]byte
-	var v uint8
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		out = append(out, netip.AddrFrom4(k))
+	if err := it.Err(); err != nil {
+		return nil, err
 	}
-	return out, it.Err()
+	it = m6.Iterate()
+	for it.Next(&k6, &v) {
+		out = append(out, netip.AddrFrom16(k6))
+	}
+	if err := it.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
 }
 
 // Counters reads the counters, summed over CPUs.

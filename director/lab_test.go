@@ -39,14 +39,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const drConf = `! A tutorial-style LVS-DR director, translated into the lab's addresses.
-global_defs {
-   router_id LVS_LAB
-}
-
-virtual_server 198.18.0.100 80 {
+// drVirtualServer is the lab's DR service (lb_algo and rs2's weight to
+// fill in): rs1 and rs2, each with a TCP check.
+const drVirtualServer = `virtual_server 198.18.0.100 80 {
     delay_loop 1
-    lb_algo wrr
+    lb_algo %s
     lb_kind DR
     protocol TCP
 
@@ -64,6 +61,17 @@ virtual_server 198.18.0.100 80 {
     }
 }
 `
+
+// drConf is a tutorial-style LVS-DR director with wrr, rs2 of the given
+// weight.
+func drConf(w2 int) string {
+	return `! A tutorial-style LVS-DR director, translated into the lab's addresses.
+global_defs {
+   router_id LVS_LAB
+}
+
+` + fmt.Sprintf(drVirtualServer, "wrr", w2)
+}
 
 var vipHTTP = netip.AddrPortFrom(netlab.VIP, 80)
 
@@ -94,7 +102,7 @@ func startLab(t *testing.T) *lab {
 	dir := t.TempDir()
 	l.conf = filepath.Join(dir, "keepalived.conf")
 	l.sock = filepath.Join(dir, "xvsd.sock")
-	writeConf(t, l.conf, fmt.Sprintf(drConf, 2))
+	writeConf(t, l.conf, drConf(2))
 	l.xvsd = topo.Dir1.Start(t, xvsdBin, "-n", "-l", "-f", l.conf, "--control", l.sock, "--metrics", "127.0.0.1:9105")
 	l.admin = func(args ...string) (string, error) {
 		return topo.Dir1.Output(xvsadmBin, append([]string{"--control", l.sock}, args...)...)
@@ -235,7 +243,7 @@ func TestXVSDReload(t *testing.T) {
 	}
 
 	// Good file with rs2's weight 2 → 1.
-	writeConf(t, l.conf, fmt.Sprintf(drConf, 1))
+	writeConf(t, l.conf, drConf(1))
 	if err := l.xvsd.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}

@@ -16,30 +16,12 @@ import (
 
 // syncVirtualServer is the service the sync lab tests' directors serve: DR,
 // rr over rs1 and rs2.
-const syncVirtualServer = `virtual_server 198.18.0.100 80 {
-    delay_loop 1
-    lb_algo rr
-    lb_kind DR
-    protocol TCP
-    real_server 198.18.0.11 80 {
-        weight 1
-        TCP_CHECK {
-            connect_timeout 1
-        }
-    }
-    real_server 198.18.0.12 80 {
-        weight 1
-        TCP_CHECK {
-            connect_timeout 1
-        }
-    }
-}
-`
+var syncVirtualServer = fmt.Sprintf(drVirtualServer, "rr", 1)
 
 // syncConf is a director of a VRRP pair that syncs its conn table
 // (keepalived's lvs_sync_daemon), a DR service with rr over two real
 // servers.
-const syncConf = `global_defs {
+var syncConf = `global_defs {
    router_id %s
    lvs_sync_daemon eth0 VI_1 id 51
 }
@@ -174,7 +156,7 @@ func TestXVSDSyncFailover(t *testing.T) {
 
 // adminSyncConf is an LVS-only director (no VRRP, no lvs_sync_daemon):
 // its sync daemon runs only if xvsadm starts it.
-const adminSyncConf = `global_defs {
+var adminSyncConf = `global_defs {
    router_id %s
    xvs_interface eth0
 }
